@@ -1,0 +1,125 @@
+// Extension: something that runs alongside training. This comment is the protocol.
+//
+// An extension is registered with `TorchTrainerHook::extend(ext, name, trigger, priority,
+// call_before_training)` (each argument defaults to the extension's own default) and then
+// lives through these phases, exactly as in Chainer except where noted:
+//
+//  1. Start (the first iteration of a user's loop, or Trainer::run): extensions are ordered by
+//     priority, higher first; equal priorities keep registration order. The manager then
+//     calls `initialize(hook)` of every extension in that order, skipping an extension whose
+//     trigger is already finished (Trigger::finished). A snapshot's autoload is a separate
+//     phase before all initializers, so they see the resumed state.
+//  2. If training starts at iteration 0, every extension registered with
+//     `call_before_training` is called once, in priority order, in a fresh observation scope,
+//     without consulting triggers.
+//  3. Each iteration: a fresh observation scope (see reporter.h); the update; the iteration
+//     count increases; then each extension's trigger is evaluated once, in priority order, and
+//     an extension whose trigger fired is called (`operator()`) right away, so a trigger may
+//     read values that a higher-priority extension reported in the same iteration. Then the
+//     stop trigger is evaluated. Extensions of priority kSnapshot or lower are called only
+//     after every trigger of the iteration (the stop trigger included) has been evaluated, so
+//     that the trigger state a snapshot saves is that of the completed iteration
+//     (pytorch-pfn-extras#166).
+//  4. If the update or an extension throws: `on_error(hook, exception)` of every extension is
+//     called (each guarded: an exception inside a handler is printed to stderr and
+//     swallowed), then `finalize`, and the original exception is rethrown unchanged.
+//  5. `finalize(hook)` of every extension runs exactly once: when training ends (the stop
+//     trigger fires or `stop()` was called), on error, or when the manager is destroyed.
+//
+// State: `state_dict()` / `load_state_dict()` hold what the extension needs to continue after
+// a resume; the manager saves it under `extensions/<name>/` and the extension's trigger under
+// `extension_triggers/<name>/`. The manager checks a loaded state against `state_dict()`
+// (keys, dtypes, shapes) before it calls `load_state_dict`, so a failed load changes nothing.
+// State of variable structure is best kept as a JSON text.
+//
+// Thread safety: hooks run on the training thread; an extension that starts threads (an
+// asynchronous writer) must join them in `finalize`.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "tth/stateful.h"
+#include "tth/trigger.h"
+
+namespace tth {
+
+class TorchTrainerHook;
+
+/// Standard priorities. Higher runs first.
+namespace priority {
+/// Extensions that write to the observation (e.g. an evaluator).
+inline constexpr int kWriter = 300;
+/// Extensions that change training (e.g. a learning-rate schedule).
+inline constexpr int kEditor = 200;
+/// Extensions that read the observation (e.g. logs). The default.
+inline constexpr int kReader = 100;
+/// Snapshots: called after every trigger of the iteration was evaluated.
+inline constexpr int kSnapshot = -100;
+}  // namespace priority
+
+/// Base class of all extensions: every hook has an empty default; state as in Stateful.
+class Extension : public Stateful {
+ public:
+
+  /// Called when the trigger fires.
+  virtual void operator()(TorchTrainerHook& hook) { (void)hook; }
+  /// Called once at the start (phase 1), unless the trigger is finished.
+  virtual void initialize(TorchTrainerHook& hook) { (void)hook; }
+  /// Called when training fails (phase 4) with the exception that ended it.
+  virtual void on_error(TorchTrainerHook& hook, const std::exception_ptr& error) {
+    (void)hook;
+    (void)error;
+  }
+  /// Called exactly once at the end (phase 5).
+  virtual void finalize(TorchTrainerHook& hook) { (void)hook; }
+
+  /// Name used when `extend` is given none. Default: the class name without namespaces.
+  virtual std::string default_name() const;
+  /// Trigger used when `extend` is given none. Default: {1, iteration}.
+  virtual TriggerRef default_trigger() const { return {1, iteration}; }
+  /// Priority used when `extend` is given none. Default: priority::kReader.
+  virtual int default_priority() const { return priority::kReader; }
+};
+
+/// Options of make_extension. Each setter documents its default.
+struct ExtensionOptions {
+  /// Default name. Default "lambda".
+  ExtensionOptions& name(std::string name) { name_ = std::move(name); return *this; }
+  /// Default trigger. Default {1, iteration}.
+  ExtensionOptions& trigger(TriggerRef trigger) { trigger_ = std::move(trigger); return *this; }
+  /// Default priority. Default priority::kReader.
+  ExtensionOptions& priority(int priority) { priority_ = priority; return *this; }
+  /// Called by `initialize`. Default: nothing.
+  ExtensionOptions& initializer(std::function<void(TorchTrainerHook&)> fn) {
+    initializer_ = std::move(fn);
+    return *this;
+  }
+  /// Called by `finalize`. Default: nothing.
+  ExtensionOptions& finalizer(std::function<void(TorchTrainerHook&)> fn) {
+    finalizer_ = std::move(fn);
+    return *this;
+  }
+  /// Called by `on_error`. Default: nothing.
+  ExtensionOptions& on_error(std::function<void(TorchTrainerHook&, const std::exception_ptr&)> fn) {
+    on_error_ = std::move(fn);
+    return *this;
+  }
+
+  std::string name_ = "lambda";
+  TriggerRef trigger_{1, iteration};
+  int priority_ = priority::kReader;
+  std::function<void(TorchTrainerHook&)> initializer_;
+  std::function<void(TorchTrainerHook&)> finalizer_;
+  std::function<void(TorchTrainerHook&, const std::exception_ptr&)> on_error_;
+};
+
+/// Wraps `fn(hook)` as an extension with the given defaults. Throws tth::Error when `fn` is
+/// empty.
+std::shared_ptr<Extension> make_extension(std::function<void(TorchTrainerHook&)> fn,
+                                          ExtensionOptions options = {});
+
+}  // namespace tth

@@ -1,0 +1,212 @@
+// TorchTrainerHook: the manager that attaches extensions to a LibTorch training loop.
+//
+// It counts iterations and epochs, holds the stop trigger, the named models, optimizers and
+// state objects, and the extensions, and runs the extension protocol of extension.h around
+// each step of the user's loop:
+//
+//   tth::TorchTrainerHook hook(tth::HookOptions(iters_per_epoch).stop_trigger({10, tth::epoch}));
+//   hook.add_model("main", model);
+//   hook.extend(tth::make_extension(print_loss), "print", {100, tth::iteration});
+//   while (!hook.done()) {
+//     hook.run_iteration([&] {
+//       ... forward, backward, step ...
+//       tth::report("main/loss", loss);
+//     });
+//   }
+//
+// `Trainer` (trainer.h) runs this same loop for an Updater.
+//
+// State layout (state_dict(); keys are '/'-joined, see state_dict.h):
+//   manager/iteration (int64), manager/epoch (int64), manager/epoch_detail (double),
+//   manager/elapsed_time (double, seconds), manager/stop_triggered (bool)
+//   stop_trigger/...                  the stop trigger's state
+//   extensions/<name>/...             each extension's state
+//   extension_triggers/<name>/...     each extension's trigger's state
+//   models/<name>/<param or buffer>   each model's parameters and buffers (LibTorch names)
+//   state/<name>/...                  each object registered with add_state
+//
+// Thread safety: none; use one manager from the training thread.
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tth/extension.h"
+#include "tth/reporter.h"
+#include "tth/state_dict.h"
+#include "tth/stateful.h"
+#include "tth/trigger.h"
+
+namespace torch {
+namespace nn {
+class Module;
+template <typename Contained>
+class ModuleHolder;
+}  // namespace nn
+}  // namespace torch
+
+namespace tth {
+
+/// Options of TorchTrainerHook. Each setter documents its default.
+struct HookOptions {
+  /// REQUIRES: iters_per_epoch > 0 (it may be fractional: dataset size / batch size).
+  explicit HookOptions(double iters_per_epoch) : iters_per_epoch_(iters_per_epoch) {}
+  /// Output directory for logs and snapshots, created when training starts. Default "result".
+  HookOptions& out(std::string dir) { out_ = std::move(dir); return *this; }
+  /// When training ends. Default: never (the user's loop decides, or calls stop()).
+  HookOptions& stop_trigger(TriggerRef trigger) { stop_trigger_ = std::move(trigger); return *this; }
+
+  double iters_per_epoch_;
+  std::string out_ = "result";
+  TriggerRef stop_trigger_;
+};
+
+/// Manages extensions around a LibTorch training loop; see the header comment.
+class TorchTrainerHook {
+ public:
+  /// Throws tth::Error when iters_per_epoch <= 0.
+  explicit TorchTrainerHook(HookOptions options);
+  /// Finalizes the extensions if that has not happened yet (errors are printed, not thrown).
+  ~TorchTrainerHook();
+  TorchTrainerHook(const TorchTrainerHook&) = delete;
+  TorchTrainerHook& operator=(const TorchTrainerHook&) = delete;
+
+  // ---- Registration (before the first iteration) ----
+
+  /// Registers `extension`; each unset argument takes the extension's default. A name that is
+  /// already used gets a suffix `_1`, `_2`, ...; returns the name actually used. Throws
+  /// tth::Error for a null extension, an empty name, or when training has started.
+  std::string extend(std::shared_ptr<Extension> extension,
+                     std::optional<std::string> name = std::nullopt, TriggerRef trigger = {},
+                     std::optional<int> priority = std::nullopt,
+                     bool call_before_training = false);
+
+  /// Registers a model whose parameters and buffers are part of the state. Names are unique.
+  void add_model(const std::string& name, std::shared_ptr<torch::nn::Module> model);
+  /// Overload for module holders such as `torch::nn::Linear`.
+  template <typename Contained>
+  void add_model(const std::string& name, const torch::nn::ModuleHolder<Contained>& model) {
+    add_model(name, model.ptr());
+  }
+  /// Registers an object whose state is saved under `state/<name>/`. Names are unique.
+  void add_state(const std::string& name, std::shared_ptr<Stateful> object);
+
+  // ---- The loop ----
+
+  /// Runs one iteration around `step`: starts training on the first call (extension phase 1
+  /// and 2), opens the observation, runs `step`, counts the iteration and runs the triggered
+  /// extensions. If anything throws, runs the error path (phase 4) and rethrows.
+  void run_iteration(const std::function<void()>& step);
+
+  /// The explicit form of run_iteration for loops that cannot pass a callable:
+  ///   try { hook.begin_iteration(); step(); hook.end_iteration(); }
+  ///   catch (...) { hook.handle_error(std::current_exception()); throw; }
+  /// begin_iteration and end_iteration run the error path themselves when they throw.
+  void begin_iteration();
+  void end_iteration();
+  /// Runs the error path (on_error of every extension, guarded, then finalize) once; later
+  /// calls do nothing. The caller rethrows.
+  void handle_error(const std::exception_ptr& error) noexcept;
+
+  /// True when training should end: after stop(), after an error, or once the stop trigger
+  /// fired. The stop trigger is evaluated once per iteration inside end_iteration (after the
+  /// extensions' triggers, before snapshot-priority extensions run, so a snapshot holds the
+  /// decision and the trigger's state of the completed iteration). The first time done()
+  /// returns true, the extensions are finalized.
+  bool done();
+  /// Asks the loop to end: done() returns true from now on.
+  void stop() noexcept { stop_requested_ = true; }
+  /// Finalizes every extension (phase 5) if not done yet. Errors are rethrown after every
+  /// extension had its finalize called.
+  void finalize();
+
+  // ---- Progress ----
+
+  /// Completed iterations.
+  int64_t iteration() const noexcept { return iteration_; }
+  /// Completed epochs: floor(epoch_detail()).
+  int64_t epoch() const noexcept;
+  /// Fractional epochs: iteration / iters_per_epoch.
+  double epoch_detail() const noexcept;
+  /// epoch_detail() before the last iteration (0 at the start).
+  double previous_epoch_detail() const noexcept;
+  /// Whether the last iteration completed an epoch.
+  bool is_new_epoch() const noexcept;
+  double iters_per_epoch() const noexcept { return iters_per_epoch_; }
+  /// Seconds of training, including the time before a resume.
+  double elapsed_time() const;
+  /// Whether the first iteration has begun (registration is closed).
+  bool started() const noexcept { return started_; }
+  /// The stop trigger's length, if it knows one (for progress displays).
+  std::optional<Duration> training_length() const;
+  /// Output directory.
+  const std::string& out() const noexcept { return out_; }
+
+  /// Values reported during the current (or, between iterations, the last) iteration.
+  const Observation& observation() const noexcept { return observation_; }
+  Observation& observation() noexcept { return observation_; }
+
+  // ---- Lookup ----
+
+  /// The extension registered under `name`; throws tth::Error naming it if there is none.
+  std::shared_ptr<Extension> extension(const std::string& name) const;
+  /// Registered extension names in call order (priority, then registration).
+  std::vector<std::string> extension_names() const;
+  /// Registered models by name.
+  const std::map<std::string, std::shared_ptr<torch::nn::Module>>& models() const noexcept {
+    return models_;
+  }
+
+  // ---- State ----
+
+  /// The whole state; see the layout in the header comment.
+  StateDict state_dict() const;
+  /// Restores a state from state_dict(). The state is checked first (missing or extra keys,
+  /// kinds, dtypes, shapes: tth::StateError naming the key) and nothing changes if that
+  /// fails. With strict = false, extra keys are ignored and a component whose keys are
+  /// missing keeps its current state.
+  void load_state_dict(const StateDict& state, bool strict = true);
+
+ private:
+  struct Entry {
+    std::string name;
+    std::shared_ptr<Extension> extension;
+    std::shared_ptr<Trigger> trigger;  // null: never fires
+    int priority;
+    bool call_before_training;
+  };
+
+  void start();
+  void run_triggered_extensions();
+  template <typename Hook>
+  void for_each_guarded(const char* phase, Hook&& hook) noexcept;
+  // The state of every Stateful component, keyed by its prefix in state_dict().
+  std::vector<std::pair<std::string, Stateful*>> components() const;
+
+  double iters_per_epoch_;
+  std::string out_;
+  std::shared_ptr<Trigger> stop_trigger_;
+  std::vector<Entry> entries_;  // sorted by priority, stable
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> models_;
+  std::map<std::string, std::shared_ptr<Stateful>> states_;
+  Observation observation_;
+  std::optional<ObservationScope> observation_scope_;  // open from begin to end_iteration
+
+  int64_t iteration_ = 0;
+  bool started_ = false;
+  bool in_iteration_ = false;
+  bool failed_ = false;
+  bool finalized_ = false;
+  bool stop_requested_ = false;
+  bool stop_triggered_ = false;  // the stop trigger fired (saved: manager/stop_triggered)
+  double elapsed_before_ = 0;  // seconds trained before this process (a resume)
+  std::chrono::steady_clock::time_point start_time_;
+};
+
+}  // namespace tth

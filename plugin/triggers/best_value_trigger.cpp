@@ -1,0 +1,57 @@
+#include "tth/triggers/best_value_trigger.h"
+
+#include "tth/error.h"
+#include "tth/torch_trainer_hook.h"
+#include "triggers/check_trigger.h"
+
+namespace tth {
+
+BestValueTrigger::BestValueTrigger(std::string key, std::function<bool(double, double)> better,
+                                   TriggerRef check)
+    : key_(std::move(key)), better_(std::move(better)), check_(trigger_or(check, 1, epoch)) {
+  if (key_.empty()) throw Error("MaxValueTrigger/MinValueTrigger: key must not be empty");
+  if (!better_) throw Error("BestValueTrigger: comparison must be callable");
+}
+
+bool BestValueTrigger::operator()(const TorchTrainerHook& hook) {
+  mean_.add(hook.observation(), key_);
+  if (!check_ || !(*check_)(hook)) return false;
+  const double value = mean_.take(key_, "MaxValueTrigger/MinValueTrigger");
+  if (has_best_ && !better_(value, best_)) return false;
+  best_ = value;
+  has_best_ = true;
+  return true;
+}
+
+std::optional<double> BestValueTrigger::best() const {
+  if (!has_best_) return std::nullopt;
+  return best_;
+}
+
+StateDict BestValueTrigger::state_dict() const {
+  StateDict state;
+  if (check_) state.merge("check", check_->state_dict());
+  save_mean(mean_, state);
+  state.set_double("best", best_);
+  state.set_bool("has_best", has_best_);
+  return state;
+}
+
+void BestValueTrigger::load_state_dict(const StateDict& state) {
+  if (check_) check_->load_state_dict(state.sub("check"));
+  load_mean(mean_, state);
+  best_ = state.get_double("best");
+  has_best_ = state.get_bool("has_best");
+}
+
+MaxValueTrigger::MaxValueTrigger(std::string key, TriggerRef check)
+    : BestValueTrigger(
+          std::move(key), [](double candidate, double best) { return candidate > best; },
+          std::move(check)) {}
+
+MinValueTrigger::MinValueTrigger(std::string key, TriggerRef check)
+    : BestValueTrigger(
+          std::move(key), [](double candidate, double best) { return candidate < best; },
+          std::move(check)) {}
+
+}  // namespace tth

@@ -1,0 +1,66 @@
+#include "tth/triggers/early_stopping_trigger.h"
+
+#include <fmt/format.h>
+
+#include <limits>
+
+#include "tth/error.h"
+#include "tth/torch_trainer_hook.h"
+#include "triggers/check_trigger.h"
+
+namespace tth {
+
+EarlyStoppingTrigger::EarlyStoppingTrigger(EarlyStoppingOptions options)
+    : monitor_(std::move(options.monitor_)),
+      patience_(options.patience_),
+      check_(trigger_or(options.check_, 1, epoch)),
+      max_(trigger_or(options.max_, 100, epoch)) {
+  if (monitor_.empty()) throw Error("EarlyStoppingTrigger: monitor must not be empty");
+  if (patience_ < 1) {
+    throw Error(fmt::format("EarlyStoppingTrigger: patience must be >= 1, got {}", patience_));
+  }
+  Mode mode = options.mode_;
+  if (mode == Mode::kAuto) {
+    mode = monitor_.find("accuracy") != std::string::npos ? Mode::kMax : Mode::kMin;
+  }
+  maximize_ = mode == Mode::kMax;
+  best_ = maximize_ ? -std::numeric_limits<double>::infinity()
+                    : std::numeric_limits<double>::infinity();
+}
+
+bool EarlyStoppingTrigger::operator()(const TorchTrainerHook& hook) {
+  mean_.add(hook.observation(), monitor_);
+  if (max_ && (*max_)(hook)) return true;
+  if (!check_ || !(*check_)(hook)) return false;
+  const double value = mean_.take(monitor_, "EarlyStoppingTrigger");
+  if (maximize_ ? value > best_ : value < best_) {
+    best_ = value;
+    stale_checks_ = 0;
+    return false;
+  }
+  return ++stale_checks_ >= patience_;
+}
+
+std::optional<Duration> EarlyStoppingTrigger::training_length() const {
+  return max_ ? max_->training_length() : std::nullopt;
+}
+
+StateDict EarlyStoppingTrigger::state_dict() const {
+  StateDict state;
+  if (check_) state.merge("check", check_->state_dict());
+  if (max_) state.merge("max_trigger", max_->state_dict());
+  save_mean(mean_, state);
+  state.set_double("best", best_);
+  state.set_int("checks_without_improvement", stale_checks_);
+  return state;
+}
+
+void EarlyStoppingTrigger::load_state_dict(const StateDict& state) {
+  if (check_) check_->load_state_dict(state.sub("check"));
+  if (max_) max_->load_state_dict(state.sub("max_trigger"));
+  load_mean(mean_, state);
+  best_ = state.get_double("best");
+  stale_checks_ = state.get_int("checks_without_improvement");
+}
+
+}  // namespace tth

@@ -1,0 +1,36 @@
+#include "tth/triggers/time_trigger.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "tth/error.h"
+#include "tth/torch_trainer_hook.h"
+
+namespace tth {
+
+TimeTrigger::TimeTrigger(double seconds) : period_(seconds), next_time_(seconds) {
+  if (!(seconds > 0) || !std::isfinite(seconds)) {
+    throw Error(fmt::format("TimeTrigger: seconds must be > 0, got {}", seconds));
+  }
+}
+
+bool TimeTrigger::operator()(const TorchTrainerHook& hook) {
+  const double now = hook.elapsed_time();
+  if (now < next_time_) return false;
+  // One firing for a long pause, then the next deadline after now.
+  while (next_time_ <= now) next_time_ += period_;
+  return true;
+}
+
+StateDict TimeTrigger::state_dict() const {
+  StateDict state;
+  state.set_double("next_time", next_time_);
+  return state;
+}
+
+void TimeTrigger::load_state_dict(const StateDict& state) {
+  next_time_ = state.get_double("next_time");
+}
+
+}  // namespace tth

@@ -1,0 +1,28 @@
+// A consumer of the library: trains a linear model for two epochs with one extension.
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "tth/tth.h"
+
+int main() {
+  torch::nn::Linear model(2, 1);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
+  tth::TorchTrainerHook hook(tth::HookOptions(5).stop_trigger({2, tth::epoch}));
+  hook.add_model("main", model);
+  int epochs = 0;
+  hook.extend(tth::make_extension([&](tth::TorchTrainerHook&) { ++epochs; }), "count",
+              {1, tth::epoch});
+  while (!hook.done()) {
+    hook.run_iteration([&] {
+      auto x = torch::randn({4, 2});
+      auto loss = (model->forward(x) - x.sum(1, true)).pow(2).mean();
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+      tth::report("main/loss", loss);
+    });
+  }
+  std::cout << "consumer: " << hook.iteration() << " iterations, " << epochs << " epochs\n";
+  return hook.iteration() == 10 && epochs == 2 ? 0 : 1;
+}

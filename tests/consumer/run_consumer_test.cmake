@@ -1,0 +1,34 @@
+# Builds tests/consumer/main.cpp against TorchTrainerHook twice: through find_package on an
+# installed copy, and through add_subdirectory of the source tree. Run by ctest.
+#   cmake -DSOURCE_DIR=... -DWORK_DIR=... -DGENERATOR=... -P run_consumer_test.cmake
+file(REMOVE_RECURSE ${WORK_DIR})
+set(here ${SOURCE_DIR}/tests/consumer)
+set(launcher)
+find_program(CCACHE ccache)
+if(CCACHE)
+  set(launcher -DCMAKE_CXX_COMPILER_LAUNCHER=${CCACHE})
+endif()
+
+function(step)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "consumer test: '${ARGN}' failed (${rc})")
+  endif()
+endfunction()
+
+# 1. Install the library, then find_package it.
+step(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/lib -G ${GENERATOR} ${launcher}
+     -DCMAKE_BUILD_TYPE=Release -DTTH_BUILD_TESTS=OFF -DTTH_BUILD_EXAMPLES=OFF
+     -DTTH_BUILD_BENCHMARKS=OFF -DTTH_INSTALL=ON -DCMAKE_INSTALL_PREFIX=${WORK_DIR}/prefix)
+step(${CMAKE_COMMAND} --build ${WORK_DIR}/lib)
+step(${CMAKE_COMMAND} --install ${WORK_DIR}/lib)
+step(${CMAKE_COMMAND} -S ${here}/find_package -B ${WORK_DIR}/fp -G ${GENERATOR} ${launcher}
+     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+step(${CMAKE_COMMAND} --build ${WORK_DIR}/fp)
+step(${WORK_DIR}/fp/consumer)
+
+# 2. add_subdirectory of the source tree.
+step(${CMAKE_COMMAND} -S ${here}/add_subdirectory -B ${WORK_DIR}/as -G ${GENERATOR} ${launcher}
+     -DCMAKE_BUILD_TYPE=Release -DTTH_SOURCE_DIR=${SOURCE_DIR})
+step(${CMAKE_COMMAND} --build ${WORK_DIR}/as)
+step(${WORK_DIR}/as/consumer)

@@ -1,0 +1,85 @@
+// Shared test helpers: a temporary directory, a recording extension, tensor equality and a
+// check that an exception of a type carries a message fragment.
+#pragma once
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tth/tth.h"
+
+namespace tth::test {
+
+/// A fresh directory under the system temp dir, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tth-test-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Expects `statement` to throw `type` whose what() contains `fragment`.
+#define EXPECT_THROW_WITH(statement, type, fragment)                                  \
+  EXPECT_THROW(                                                                       \
+      {                                                                               \
+        try {                                                                         \
+          statement;                                                                  \
+        } catch (const type& error) {                                                 \
+          EXPECT_THAT(std::string(error.what()), ::testing::HasSubstr(fragment));     \
+          throw;                                                                      \
+        }                                                                             \
+      },                                                                              \
+      type)
+
+/// Records every hook call as "<name>:<hook>@<iteration>" into a shared log.
+class Recorder : public Extension {
+ public:
+  Recorder(std::string name, std::vector<std::string>* log) : name_(std::move(name)), log_(log) {}
+
+  void operator()(TorchTrainerHook& hook) override { record("call", hook); }
+  void initialize(TorchTrainerHook& hook) override { record("initialize", hook); }
+  void on_error(TorchTrainerHook& hook, const std::exception_ptr& error) override {
+    error_seen = static_cast<bool>(error);
+    record("on_error", hook);
+    if (throw_in_on_error) throw std::runtime_error("handler failure");
+  }
+  void finalize(TorchTrainerHook& hook) override { record("finalize", hook); }
+  std::string default_name() const override { return name_; }
+
+  bool throw_in_on_error = false;
+  bool error_seen = false;
+
+ private:
+  void record(const char* what, const TorchTrainerHook& hook) {
+    log_->push_back(name_ + ":" + what + "@" + std::to_string(hook.iteration()));
+  }
+  std::string name_;
+  std::vector<std::string>* log_;
+};
+
+/// Bitwise equality of dtype, shape and contents.
+inline bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.equal(b);
+}
+
+/// Runs `n` empty iterations of `hook`.
+inline void run_empty(TorchTrainerHook& hook, int n) {
+  for (int i = 0; i < n; ++i) hook.run_iteration([] {});
+}
+
+}  // namespace tth::test

@@ -1,0 +1,195 @@
+#include "support.h"
+
+namespace tth {
+namespace {
+
+using test::run_empty;
+using test::same_tensor;
+
+TEST(TorchTrainerHook, CountsIterationsAndEpochs) {
+  TorchTrainerHook hook{HookOptions(2.5)};
+  EXPECT_EQ(hook.iteration(), 0);
+  EXPECT_FALSE(hook.is_new_epoch());
+  std::vector<int64_t> new_epochs;
+  for (int i = 0; i < 10; ++i) {
+    hook.run_iteration([] {});
+    if (hook.is_new_epoch()) new_epochs.push_back(hook.iteration());
+  }
+  EXPECT_EQ(new_epochs, (std::vector<int64_t>{3, 5, 8, 10}));
+  EXPECT_EQ(hook.epoch(), 4);
+  EXPECT_DOUBLE_EQ(hook.epoch_detail(), 4.0);
+  EXPECT_DOUBLE_EQ(hook.previous_epoch_detail(), 3.6);
+}
+
+TEST(TorchTrainerHook, StopTriggerIsEvaluatedOncePerIteration) {
+  int evaluations = 0;
+  auto stop = std::make_shared<FunctionTrigger>([&](const TorchTrainerHook& hook) {
+    ++evaluations;
+    return hook.iteration() >= 3;
+  });
+  TorchTrainerHook hook{HookOptions(10).stop_trigger(stop)};
+  while (!hook.done()) {
+    EXPECT_FALSE(hook.done());  // a second look at the same iteration changes nothing
+    hook.run_iteration([] {});
+  }
+  EXPECT_EQ(hook.iteration(), 3);
+  EXPECT_EQ(evaluations, 3);  // iterations 1, 2, 3 (an IntervalTrigger never fires at 0)
+}
+
+TEST(TorchTrainerHook, IntervalStopTriggerStopsAtTheBoundary) {
+  TorchTrainerHook hook{HookOptions(3).stop_trigger({2, epoch})};
+  while (!hook.done()) hook.run_iteration([] {});
+  EXPECT_EQ(hook.iteration(), 6);
+  ASSERT_TRUE(hook.training_length());
+  EXPECT_EQ(hook.training_length()->period, 2);
+}
+
+TEST(TorchTrainerHook, ObservationHoldsTheLastIterationUntilTheNextBegins) {
+  TorchTrainerHook hook{HookOptions(1)};
+  hook.run_iteration([] { report("a", 1.0); });
+  EXPECT_EQ(hook.observation().at("a").value(), 1.0);
+  report("outside", 2.0);  // between iterations nothing is active
+  EXPECT_EQ(hook.observation().count("outside"), 0u);
+  hook.run_iteration([] { report("b", 2.0); });
+  EXPECT_EQ(hook.observation().count("a"), 0u);
+}
+
+TEST(TorchTrainerHook, BadOptionsAndRegistrationsAreRejected) {
+  EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(0)}, Error, "iters_per_epoch must be > 0, got 0");
+  EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(-3)}, Error, "got -3");
+  EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(1).out("")}, Error, "out must not be empty");
+  TorchTrainerHook hook{HookOptions(1)};
+  torch::nn::Linear model(2, 2);
+  hook.add_model("main", model);
+  EXPECT_THROW_WITH(hook.add_model("main", model), Error, "'main' is already registered");
+  EXPECT_THROW_WITH(hook.add_model("x", std::shared_ptr<torch::nn::Module>()), Error,
+                    "model 'x' must not be null");
+  EXPECT_THROW_WITH(hook.add_state("s", nullptr), Error, "object 's' must not be null");
+  run_empty(hook, 1);
+  EXPECT_THROW_WITH(hook.add_model("late", model), Error, "training has started");
+  EXPECT_THROW_WITH(hook.end_iteration(), Error, "no iteration was begun");
+}
+
+// A state object and an extension with state, to check that both travel.
+struct Counter : Extension {
+  int64_t calls = 0;
+  void operator()(TorchTrainerHook&) override { ++calls; }
+  StateDict state_dict() const override {
+    StateDict state;
+    state.set_int("calls", calls);
+    state.set("note", std::string("{\"json\": true}"));
+    return state;
+  }
+  void load_state_dict(const StateDict& state) override { calls = state.get_int("calls"); }
+};
+
+struct Manager {
+  explicit Manager(int seed) {
+    torch::manual_seed(seed);
+    model = torch::nn::Sequential(torch::nn::Linear(3, 4), torch::nn::BatchNorm1d(4));
+    hook.add_model("main", model.ptr());
+    hook.extend(counter, "counter", {2, iteration});
+    hook.extend(std::make_shared<Counter>(), "triggered", std::make_shared<MaxValueTrigger>("v"));
+  }
+  void train(int n) {
+    for (int i = 0; i < n; ++i) {
+      hook.run_iteration([&] {
+        model->forward(torch::randn({5, 3}));  // updates BatchNorm running stats (buffers)
+        report("v", static_cast<double>(i % 3));
+      });
+    }
+  }
+  std::shared_ptr<Counter> counter = std::make_shared<Counter>();
+  TorchTrainerHook hook{HookOptions(4).stop_trigger({3, epoch})};
+  torch::nn::Sequential model{nullptr};
+};
+
+TEST(TorchTrainerHook, StateRoundTripRestoresEverything) {
+  Manager source(1);
+  source.train(6);
+  const StateDict saved = source.hook.state_dict();
+  for (const char* key :
+       {"manager/iteration", "manager/epoch", "manager/epoch_detail", "manager/elapsed_time",
+        "stop_trigger/previous_iteration", "extensions/counter/calls", "extensions/counter/note",
+        "extension_triggers/counter/previous_iteration", "extension_triggers/triggered/best",
+        "models/main/0.weight", "models/main/1.running_mean", "models/main/1.num_batches_tracked"}) {
+    EXPECT_TRUE(saved.contains(key)) << key;
+  }
+
+  Manager target(2);  // other weights
+  ASSERT_FALSE(same_tensor(target.model->parameters()[0], source.model->parameters()[0]));
+  target.hook.load_state_dict(saved);
+  EXPECT_EQ(target.hook.iteration(), 6);
+  EXPECT_EQ(target.hook.epoch(), 1);
+  EXPECT_EQ(target.counter->calls, 3);
+  const StateDict restored = target.hook.state_dict();
+  for (const auto& [key, value] : saved) {
+    if (key == "manager/elapsed_time") continue;
+    ASSERT_TRUE(restored.contains(key)) << key;
+    EXPECT_EQ(describe(restored.at(key)), describe(value)) << key;
+    if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+      EXPECT_TRUE(same_tensor(restored.tensor(key), *tensor)) << key;
+    } else {
+      EXPECT_EQ(restored.text(key), std::get<std::string>(value)) << key;
+    }
+  }
+  EXPECT_GE(target.hook.elapsed_time(), saved.get_double("manager/elapsed_time"));
+}
+
+TEST(TorchTrainerHook, FailedLoadChangesNothing) {
+  Manager source(1);
+  source.train(5);
+  Manager target(2);
+  target.train(1);
+  const StateDict before = target.hook.state_dict();
+  auto unchanged = [&] {
+    const StateDict now = target.hook.state_dict();
+    for (const auto& [key, value] : before) {
+      if (key == "manager/elapsed_time") continue;
+      if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+        EXPECT_TRUE(same_tensor(now.tensor(key), *tensor)) << key;
+      }
+    }
+  };
+
+  StateDict missing = source.hook.state_dict();
+  missing.erase("extensions/counter/calls");
+  EXPECT_THROW_WITH(target.hook.load_state_dict(missing), StateError,
+                    "key 'extensions/counter/calls' is missing");
+  unchanged();
+
+  StateDict extra = source.hook.state_dict();
+  extra.set_int("extensions/gone/calls", 1);
+  EXPECT_THROW_WITH(target.hook.load_state_dict(extra), StateError,
+                    "unexpected key 'extensions/gone/calls'");
+  unchanged();
+
+  StateDict shape = source.hook.state_dict();
+  shape.set("models/main/0.weight", at::zeros({3, 4}));  // checked before anything loads
+  EXPECT_THROW_WITH(target.hook.load_state_dict(shape), StateError,
+                    "key 'models/main/0.weight' holds Float[3, 4] but Float[4, 3] is expected");
+  unchanged();
+
+  StateDict type = source.hook.state_dict();
+  type.set("manager/iteration", at::scalar_tensor(5.0, at::kDouble));
+  EXPECT_THROW_WITH(target.hook.load_state_dict(type), StateError,
+                    "key 'manager/iteration' holds Double[] but Long[] is expected");
+  unchanged();
+  EXPECT_EQ(target.hook.iteration(), 1);
+}
+
+TEST(TorchTrainerHook, NonStrictLoadSkipsIncompleteComponentsAndExtraKeys) {
+  Manager source(1);
+  source.train(5);
+  StateDict partial = source.hook.state_dict();
+  partial.erase("extensions/counter/calls");
+  partial.set_int("extensions/gone/calls", 9);
+  Manager target(2);
+  target.hook.load_state_dict(partial, /*strict=*/false);
+  EXPECT_EQ(target.hook.iteration(), 5);
+  EXPECT_EQ(target.counter->calls, 0);  // incomplete: kept
+  EXPECT_TRUE(same_tensor(target.model->parameters()[0], source.model->parameters()[0]));
+}
+
+}  // namespace
+}  // namespace tth

@@ -1,0 +1,153 @@
+// End-to-end: a small model trained on synthetic data, with a user-owned loop and with Trainer.
+#include "support.h"
+
+namespace tth {
+namespace {
+
+// y = argmax(x W) for a fixed W: a separable 3-class problem.
+struct Synthetic : torch::data::datasets::Dataset<Synthetic> {
+  explicit Synthetic(int64_t n) {
+    torch::manual_seed(0);
+    inputs = torch::randn({n, 4});
+    targets = inputs.matmul(torch::randn({4, 3})).argmax(1);
+  }
+  torch::data::Example<> get(size_t index) override {
+    return {inputs[static_cast<int64_t>(index)], targets[static_cast<int64_t>(index)]};
+  }
+  torch::optional<size_t> size() const override { return static_cast<size_t>(inputs.size(0)); }
+  torch::Tensor inputs, targets;
+};
+
+torch::nn::Sequential make_model() {
+  torch::manual_seed(42);
+  return torch::nn::Sequential(torch::nn::Linear(4, 16), torch::nn::ReLU(), torch::nn::Linear(16, 3));
+}
+
+auto make_loader(const Synthetic& data, size_t batch) {
+  return torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
+      Synthetic(data).map(torch::data::transforms::Stack<>()), batch);
+}
+
+TEST(EndToEnd, UserOwnedLoopTrainsAndRunsExtensions) {
+  Synthetic data(64);
+  auto model = make_model();
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.5));
+  auto loader = make_loader(data, 16);  // 4 iterations per epoch
+
+  TorchTrainerHook hook{HookOptions(4).stop_trigger({10, epoch})};
+  hook.add_model("main", model);
+  std::vector<double> epoch_losses;
+  RunningMean mean;
+  hook.extend(make_extension([&](TorchTrainerHook& h) { mean.add(h.observation(), "main/loss"); }),
+              "accumulate", {1, iteration}, priority::kWriter);
+  hook.extend(make_extension([&](TorchTrainerHook&) {
+                epoch_losses.push_back(mean.take("main/loss", "test"));
+              }),
+              "epoch_mean", {1, epoch});
+
+  while (!hook.done()) {
+    for (auto& batch : *loader) {
+      if (hook.done()) break;
+      hook.run_iteration([&] {
+        optimizer.zero_grad();
+        auto loss = torch::cross_entropy_loss(model->forward(batch.data), batch.target);
+        loss.backward();
+        optimizer.step();
+        report("main/loss", loss);
+      });
+    }
+  }
+  EXPECT_EQ(hook.iteration(), 40);
+  ASSERT_EQ(epoch_losses.size(), 10u);
+  EXPECT_LT(epoch_losses.back(), 0.5 * epoch_losses.front());
+}
+
+TEST(EndToEnd, TrainerMatchesTheUserOwnedLoopExactly) {
+  Synthetic data(60);
+  // The user-owned loop.
+  auto manual_model = make_model();
+  {
+    torch::optim::SGD optimizer(manual_model->parameters(), torch::optim::SGDOptions(0.05));
+    auto loader = make_loader(data, 8);  // 8 batches per pass (the last one of 4)
+    TorchTrainerHook hook{HookOptions(8).stop_trigger({3, epoch})};
+    hook.add_model("main", manual_model);
+    while (!hook.done()) {
+      for (auto& batch : *loader) {
+        hook.run_iteration([&] {
+          optimizer.zero_grad();
+          auto loss = torch::cross_entropy_loss(manual_model->forward(batch.data), batch.target);
+          loss.backward();
+          optimizer.step();
+        });
+      }
+    }
+  }
+  // Trainer with a StandardUpdater over a loader of unstacked examples.
+  auto model = make_model();
+  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                       torch::optim::SGDOptions(0.05));
+  auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
+      Synthetic(data), 8);
+  auto updater = std::make_shared<StandardUpdater>(
+      std::move(loader), 60, model.ptr(), optimizer,
+      [&](const Batch& batch) { return torch::cross_entropy_loss(model->forward(batch.data), batch.target); });
+  EXPECT_EQ(updater->iters_per_epoch(), 8);
+  std::vector<double> losses;
+  Trainer trainer(updater, {3, epoch});
+  trainer.extend(make_extension([&](TorchTrainerHook& h) {
+    losses.push_back(h.observation().at("main/loss").value());
+  }));
+  trainer.run();
+  EXPECT_EQ(trainer.hook().iteration(), 24);
+  EXPECT_EQ(losses.size(), 24u);
+  EXPECT_EQ(trainer.hook().models().count("main"), 1u);
+  auto a = manual_model->parameters();
+  auto b = model->parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(test::same_tensor(a[i], b[i])) << i;
+  EXPECT_THROW_WITH(trainer.run(), Error, "already ran");
+}
+
+TEST(EndToEnd, TrainerPropagatesUpdaterErrorsAfterTheErrorPath) {
+  auto model = make_model();
+  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                       torch::optim::SGDOptions(0.05));
+  int batches = 0;
+  auto updater = std::make_shared<StandardUpdater>(
+      [&]() -> std::optional<Batch> {
+        if (++batches > 3) throw std::runtime_error("disk gone");
+        return Batch{torch::randn({2, 4}), torch::zeros({2}, torch::kLong)};
+      },
+      10, model.ptr(), optimizer,
+      [&](const Batch& batch) { return torch::cross_entropy_loss(model->forward(batch.data), batch.target); });
+  std::vector<std::string> log;
+  Trainer trainer(updater, {1, epoch});
+  trainer.extend(std::make_shared<test::Recorder>("r", &log), std::nullopt, TriggerRef::never());
+  EXPECT_THROW_WITH(trainer.run(), std::runtime_error, "disk gone");
+  EXPECT_EQ(log, (std::vector<std::string>{"r:initialize@0", "r:on_error@3", "r:finalize@3"}));
+}
+
+TEST(EndToEnd, StandardUpdaterChecksTheEpochLengthAndArguments) {
+  auto model = make_model();
+  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                       torch::optim::SGDOptions(0.05));
+  auto loss = [&](const Batch& batch) {
+    return torch::cross_entropy_loss(model->forward(batch.data), batch.target);
+  };
+  Synthetic data(20);
+  auto wrong_size = std::make_shared<StandardUpdater>(make_loader(data, 5), 30, model.ptr(),
+                                                      optimizer, loss);
+  EXPECT_EQ(wrong_size->iters_per_epoch(), 6);
+  for (int i = 0; i < 4; ++i) wrong_size->update();
+  EXPECT_THROW_WITH(wrong_size->update(), Error,
+                    "gave 4 batches in a pass, but iters_per_epoch is 6");
+  EXPECT_THROW_WITH(StandardUpdater(make_loader(data, 5), 0, model.ptr(), optimizer, loss), Error,
+                    "dataset_size must be > 0");
+  EXPECT_THROW_WITH(StandardUpdater(make_loader(data, 5), 20, nullptr, optimizer, loss), Error,
+                    "model must not be null");
+  EXPECT_THROW_WITH(Trainer(nullptr, {1, epoch}), Error, "updater must not be null");
+  EXPECT_THROW_WITH(Trainer(wrong_size, TriggerRef::never()), Error, "stop_trigger must be set");
+}
+
+}  // namespace
+}  // namespace tth

@@ -1,0 +1,325 @@
+#include "support.h"
+
+namespace tth {
+namespace {
+
+using test::run_empty;
+
+// Iterations (1-based, after the update) at which `trigger` fires over `n` iterations.
+std::vector<int64_t> fired_at(TriggerRef trigger, double iters_per_epoch, int n) {
+  TorchTrainerHook hook{HookOptions(iters_per_epoch)};
+  std::vector<int64_t> fired;
+  hook.extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }), "rec",
+              std::move(trigger));
+  run_empty(hook, n);
+  return fired;
+}
+
+using Seq = std::vector<int64_t>;
+
+TEST(IntervalTrigger, IterationPeriod) {
+  EXPECT_EQ(fired_at({3, iteration}, 10, 10), (Seq{3, 6, 9}));
+  EXPECT_EQ(fired_at({1, iteration}, 10, 3), (Seq{1, 2, 3}));
+}
+
+TEST(IntervalTrigger, EpochPeriodWithIntegerItersPerEpoch) {
+  EXPECT_EQ(fired_at({1, epoch}, 4, 12), (Seq{4, 8, 12}));
+  EXPECT_EQ(fired_at({2, epoch}, 4, 12), (Seq{8}));
+}
+
+TEST(IntervalTrigger, FractionalEpochFiresOnBoundary) {
+  EXPECT_EQ(fired_at({0.5, epoch}, 4, 8), (Seq{2, 4, 6, 8}));
+  // 0.1 epochs of 10 iterations: floating error must not shift or drop a boundary.
+  EXPECT_EQ(fired_at({0.1, epoch}, 10, 5), (Seq{1, 2, 3, 4, 5}));
+  EXPECT_EQ(fired_at({0.3, epoch}, 10, 10), (Seq{3, 6, 9}));
+}
+
+TEST(IntervalTrigger, UnevenItersPerEpoch) {
+  // 2.5 iterations per epoch (a dataset of 5 with batches of 2): epochs end at 2.5, 5, 7.5,
+  // 10, so the epoch boundary is crossed at iterations 3, 5, 8, 10.
+  EXPECT_EQ(fired_at({1, epoch}, 2.5, 10), (Seq{3, 5, 8, 10}));
+  EXPECT_EQ(fired_at({1, epoch}, 10.0 / 3.0, 10), (Seq{4, 7, 10}));
+}
+
+TEST(IntervalTrigger, NeverFiresBeforeTheFirstIteration) {
+  TorchTrainerHook hook{HookOptions(1)};
+  IntervalTrigger trigger(1, iteration);
+  EXPECT_FALSE(trigger(hook));  // iteration 0
+  IntervalTrigger by_epoch(1, epoch);
+  EXPECT_FALSE(by_epoch(hook));
+}
+
+TEST(IntervalTrigger, SparseCallsFireOnceForACrossedBoundary) {
+  TorchTrainerHook hook{HookOptions(4)};
+  IntervalTrigger trigger(1, epoch);
+  Seq fired;
+  for (int i = 1; i <= 20; ++i) {
+    hook.run_iteration([] {});
+    if (i % 3 != 0) continue;  // consulted only every third iteration
+    if (trigger(hook)) fired.push_back(hook.iteration());
+  }
+  // Boundaries at 4, 8, 12, 16, 20; calls at 3, 6, 9, ..., 18: 6 (crossed 4), 9 (8),
+  // 12 (12), 18 (16).
+  EXPECT_EQ(fired, (Seq{6, 9, 12, 18}));
+}
+
+TEST(IntervalTrigger, SaveAndLoadMidwayContinueTheSequence) {
+  const Seq straight = fired_at({0.5, epoch}, 3, 12);
+  Seq resumed;
+  StateDict saved;
+  {
+    TorchTrainerHook hook{HookOptions(3)};
+    hook.extend(make_extension([&](TorchTrainerHook& h) { resumed.push_back(h.iteration()); }),
+                "rec", {0.5, epoch});
+    run_empty(hook, 5);
+    saved = hook.state_dict();
+  }
+  TorchTrainerHook hook{HookOptions(3)};
+  hook.extend(make_extension([&](TorchTrainerHook& h) { resumed.push_back(h.iteration()); }),
+              "rec", {0.5, epoch});
+  hook.load_state_dict(saved);
+  EXPECT_EQ(hook.iteration(), 5);
+  run_empty(hook, 7);
+  EXPECT_EQ(resumed, straight);
+  EXPECT_TRUE(saved.contains("extension_triggers/rec/previous_iteration"));
+  EXPECT_EQ(saved.get_int("extension_triggers/rec/previous_iteration"), 5);
+}
+
+TEST(IntervalTrigger, RejectsBadArguments) {
+  EXPECT_THROW_WITH(IntervalTrigger(0, iteration), Error, "period must be > 0, got 0");
+  EXPECT_THROW_WITH(IntervalTrigger(-1, epoch), Error, "period must be > 0, got -1");
+  EXPECT_THROW_WITH(IntervalTrigger(1.5, iteration), Error, "must be an integer, got 1.5");
+  EXPECT_THROW_WITH(IntervalTrigger(1, static_cast<Unit>(7)), Error, "unknown unit 7");
+  EXPECT_THROW_WITH((TriggerRef{0, epoch}), Error, "period must be > 0");
+}
+
+TEST(ManualScheduleTrigger, FiresAtPointsAndFinishes) {
+  auto trigger = std::make_shared<ManualScheduleTrigger>(std::vector<double>{2, 5}, iteration);
+  EXPECT_EQ(fired_at(trigger, 10, 8), (Seq{2, 5}));
+  EXPECT_TRUE(trigger->finished());
+  EXPECT_EQ(fired_at(std::make_shared<ManualScheduleTrigger>(std::vector<double>{0.5, 1.5}, epoch),
+                     4, 8),
+            (Seq{2, 6}));
+}
+
+TEST(ManualScheduleTrigger, SparseCallsFireOnceForPassedPoints) {
+  TorchTrainerHook hook{HookOptions(10)};
+  ManualScheduleTrigger trigger({3, 4, 9}, iteration);
+  hook.run_iteration([] {});
+  EXPECT_FALSE(trigger(hook));  // (0, 1]
+  run_empty(hook, 4);
+  EXPECT_TRUE(trigger(hook));  // (1, 5] holds 3 and 4: one firing
+  EXPECT_FALSE(trigger.finished());
+  run_empty(hook, 3);
+  EXPECT_FALSE(trigger(hook));  // (5, 8]
+  run_empty(hook, 2);
+  EXPECT_TRUE(trigger(hook));  // (8, 10]
+  EXPECT_TRUE(trigger.finished());
+}
+
+TEST(ManualScheduleTrigger, RejectsBadArguments) {
+  EXPECT_THROW_WITH(ManualScheduleTrigger({}, epoch), Error, "points must not be empty");
+  EXPECT_THROW_WITH(ManualScheduleTrigger({1, -2}, epoch), Error, "points must be > 0, got -2");
+  EXPECT_THROW_WITH(ManualScheduleTrigger({1.5}, iteration), Error, "integers, got 1.5");
+}
+
+TEST(ManualScheduleTrigger, ResumeAfterTheScheduleSkipsInitialize) {
+  std::vector<std::string> log;
+  StateDict saved;
+  {
+    TorchTrainerHook hook{HookOptions(10)};
+    hook.extend(std::make_shared<test::Recorder>("r", &log),
+                std::nullopt,
+                std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration));
+    run_empty(hook, 3);
+    saved = hook.state_dict();
+  }
+  log.clear();
+  TorchTrainerHook hook{HookOptions(10)};
+  hook.extend(std::make_shared<test::Recorder>("r", &log), std::nullopt,
+              std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration));
+  hook.load_state_dict(saved);
+  run_empty(hook, 2);
+  hook.finalize();
+  EXPECT_EQ(log, (std::vector<std::string>{"r:finalize@5"}));
+}
+
+TEST(MaxValueTrigger, FiresOnANewMaximumOfTheIntervalMean) {
+  TorchTrainerHook hook{HookOptions(2)};
+  Seq fired;
+  hook.extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }), "rec",
+              std::make_shared<MaxValueTrigger>("acc", TriggerRef{1, epoch}));
+  // Means per epoch: 0.5, 0.25, 0.75, 0.75 (equal is not better), 1.0.
+  const std::vector<double> values = {0.4, 0.6, 0.2, 0.3, 0.7, 0.8, 0.75, 0.75, 1.0, 1.0};
+  for (double value : values) hook.run_iteration([&] { report("acc", value); });
+  EXPECT_EQ(fired, (Seq{2, 6, 10}));
+}
+
+TEST(MinValueTrigger, ReadsValuesReportedByAHigherPriorityExtension) {
+  TorchTrainerHook hook{HookOptions(1)};
+  Seq fired;
+  int step = 0;
+  const std::vector<double> losses = {3, 2, 2.5, 1};
+  hook.extend(make_extension([&](TorchTrainerHook&) { report("validation/loss", losses[step++]); },
+                             ExtensionOptions().priority(priority::kWriter)),
+              "evaluator");
+  hook.extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }), "rec",
+              std::make_shared<MinValueTrigger>("validation/loss"));
+  run_empty(hook, 4);
+  EXPECT_EQ(fired, (Seq{1, 2, 4}));
+}
+
+TEST(MaxValueTrigger, AKeyNeverReportedIsAnErrorNamingIt) {
+  TorchTrainerHook hook{HookOptions(1)};
+  hook.extend(make_extension([](TorchTrainerHook&) {}), "rec",
+              std::make_shared<MaxValueTrigger>("validation/acuracy"));
+  EXPECT_THROW_WITH(hook.run_iteration([] { report("validation/accuracy", 1.0); }), Error,
+                    "key 'validation/acuracy' was never reported");
+}
+
+TEST(MaxValueTrigger, StateContinuesAcrossResume) {
+  auto run = [](TorchTrainerHook& hook, Seq& fired, int from, int to) {
+    const std::vector<double> values = {1, 3, 2, 5, 4, 6, 6, 7};
+    for (int i = from; i < to; ++i) hook.run_iteration([&] { report("acc", values[i]); });
+    (void)fired;
+  };
+  auto make = [](Seq& fired) {
+    auto hook = std::make_unique<TorchTrainerHook>(HookOptions(2));
+    hook->extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }),
+                 "rec", std::make_shared<MaxValueTrigger>("acc"));
+    return hook;
+  };
+  Seq straight, resumed;
+  auto a = make(straight);
+  run(*a, straight, 0, 8);
+  auto b = make(resumed);
+  run(*b, resumed, 0, 3);  // mid-epoch: the running mean must survive
+  StateDict saved = b->state_dict();
+  auto c = make(resumed);
+  c->load_state_dict(saved);
+  run(*c, resumed, 3, 8);
+  EXPECT_EQ(resumed, straight);
+  EXPECT_EQ(straight, (Seq{2, 4, 6, 8}));
+}
+
+TEST(OnceTrigger, FiresOnceAndOptionallyAgainOnResume) {
+  EXPECT_EQ(fired_at(std::make_shared<OnceTrigger>(), 10, 5), (Seq{1}));
+  for (bool call_on_resume : {false, true}) {
+    OnceTrigger first(call_on_resume);
+    TorchTrainerHook hook{HookOptions(1)};
+    EXPECT_TRUE(first(hook));
+    EXPECT_FALSE(first(hook));
+    EXPECT_TRUE(first.finished());
+    OnceTrigger resumed(call_on_resume);
+    resumed.load_state_dict(first.state_dict());
+    EXPECT_EQ(resumed.finished(), !call_on_resume);
+    EXPECT_EQ(resumed(hook), call_on_resume);
+    EXPECT_FALSE(resumed(hook));
+  }
+}
+
+TEST(TimeTrigger, FiresAfterEachPeriodOfElapsedTime) {
+  TorchTrainerHook hook{HookOptions(1)};
+  auto trigger = std::make_shared<TimeTrigger>(0.05);
+  Seq fired;
+  hook.extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }), "rec",
+              trigger);
+  hook.run_iteration([] {});
+  EXPECT_TRUE(fired.empty());
+  hook.run_iteration([] { std::this_thread::sleep_for(std::chrono::milliseconds(160)); });
+  EXPECT_EQ(fired, (Seq{2}));  // a long pause fires once
+  hook.run_iteration([] {});
+  EXPECT_EQ(fired, (Seq{2}));
+  // The deadline moved past now and is saved.
+  EXPECT_GT(trigger->state_dict().get_double("next_time"), hook.elapsed_time() - 0.05);
+  EXPECT_THROW_WITH(TimeTrigger(0), Error, "seconds must be > 0, got 0");
+}
+
+TEST(TimeTrigger, ElapsedTimeContinuesAcrossResume) {
+  StateDict saved;
+  {
+    TorchTrainerHook hook{HookOptions(1)};
+    hook.run_iteration([] { std::this_thread::sleep_for(std::chrono::milliseconds(30)); });
+    saved = hook.state_dict();
+  }
+  EXPECT_GE(saved.get_double("manager/elapsed_time"), 0.03);
+  TorchTrainerHook hook{HookOptions(1)};
+  hook.load_state_dict(saved);
+  EXPECT_GE(hook.elapsed_time(), 0.03);
+  hook.run_iteration([] {});
+  EXPECT_GE(hook.elapsed_time(), 0.03);
+}
+
+TEST(EarlyStoppingTrigger, StopsAfterPatienceChecksWithoutImprovement) {
+  auto trigger = std::make_shared<EarlyStoppingTrigger>(
+      EarlyStoppingOptions().monitor("val/loss").patience(2).check({1, iteration}));
+  TorchTrainerHook hook{HookOptions(1).stop_trigger(trigger)};
+  const std::vector<double> losses = {5, 4, 4.5, 3, 3.5, 3.2, 9, 9};
+  size_t i = 0;
+  while (!hook.done()) hook.run_iteration([&] { report("val/loss", losses.at(i++)); });
+  // Improvements at 1, 2, 4; no improvement at 5 and 6 -> stop after iteration 6.
+  EXPECT_EQ(hook.iteration(), 6);
+  EXPECT_EQ(trigger->best(), 3);
+}
+
+TEST(EarlyStoppingTrigger, MaxTriggerBoundsTrainingAndAutoModeMaximizesAccuracy) {
+  auto trigger = std::make_shared<EarlyStoppingTrigger>(
+      EarlyStoppingOptions().monitor("main/accuracy").max_trigger({3, epoch}));
+  TorchTrainerHook hook{HookOptions(2).stop_trigger(trigger)};
+  double accuracy = 0;
+  while (!hook.done()) hook.run_iteration([&] { report("main/accuracy", accuracy += 0.1); });
+  EXPECT_EQ(hook.iteration(), 6);
+  // Checks at 2 (mean 0.15) and 4 (0.35); at 6 the max trigger fires first and ends training.
+  EXPECT_NEAR(trigger->best(), 0.35, 1e-12);
+  ASSERT_TRUE(hook.training_length());
+  EXPECT_EQ(hook.training_length()->period, 3);
+  EXPECT_EQ(hook.training_length()->unit, epoch);
+}
+
+TEST(EarlyStoppingTrigger, BestAndPatienceSurviveAResume) {
+  const std::vector<double> losses = {5, 4, 4.5, 4.6, 4.7, 4.8};
+  auto make = [] {
+    return std::make_shared<EarlyStoppingTrigger>(
+        EarlyStoppingOptions().patience(3).check({1, iteration}));
+  };
+  StateDict saved;
+  {
+    TorchTrainerHook hook{HookOptions(1).stop_trigger(make())};
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_FALSE(hook.done());
+      hook.run_iteration([&] { report("main/loss", losses[i]); });
+    }
+    saved = hook.state_dict();
+  }
+  auto trigger = make();
+  TorchTrainerHook hook{HookOptions(1).stop_trigger(trigger)};
+  hook.load_state_dict(saved);
+  EXPECT_EQ(trigger->best(), 4);
+  EXPECT_EQ(trigger->checks_without_improvement(), 1);
+  size_t i = 3;
+  while (!hook.done()) hook.run_iteration([&] { report("main/loss", losses.at(i++)); });
+  EXPECT_EQ(hook.iteration(), 5);  // as without the resume: stale at 3, 4, 5
+}
+
+TEST(EarlyStoppingTrigger, RejectsBadArguments) {
+  EXPECT_THROW_WITH(EarlyStoppingTrigger(EarlyStoppingOptions().patience(0)), Error,
+                    "patience must be >= 1, got 0");
+  EXPECT_THROW_WITH(EarlyStoppingTrigger(EarlyStoppingOptions().monitor("")), Error,
+                    "monitor must not be empty");
+}
+
+TEST(FunctionTrigger, ConsultsThePredicateOnlyWhenTheCheckFires) {
+  int calls = 0;
+  auto trigger = std::make_shared<FunctionTrigger>(
+      [&](const TorchTrainerHook& hook) {
+        ++calls;
+        return hook.iteration() % 4 == 0;
+      },
+      TriggerRef{2, iteration});
+  EXPECT_EQ(fired_at(trigger, 10, 9), (Seq{4, 8}));
+  EXPECT_EQ(calls, 4);
+  EXPECT_THROW_WITH(FunctionTrigger(nullptr), Error, "predicate must be callable");
+}
+
+}  // namespace
+}  // namespace tth
