@@ -4,6 +4,7 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(TTH_CONFIG_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/TorchTrainerHook)
+install(TARGETS tth_tool RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(TARGETS tth EXPORT TorchTrainerHookTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

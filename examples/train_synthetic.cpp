@@ -6,6 +6,8 @@
 //   * an extension written as a class (per-epoch mean loss, with state that a resume keeps),
 //   * a one-line extension made from a lambda (print progress every epoch),
 //   * a trigger that fires on a new best loss (MinValueTrigger),
+//   * a snapshot of the whole training state every 5 epochs, loaded again on the next start
+//     (run it twice with a larger --epochs: the second run continues where the first ended),
 //   * a final report written by the extension's finalize.
 //
 // Usage: train_synthetic [--epochs N] [--out DIR]
@@ -82,12 +84,14 @@ int main(int argc, char** argv) {
 
   torch::nn::Sequential model(torch::nn::Linear(8, 32), torch::nn::ReLU(),
                               torch::nn::Linear(32, 3));
-  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.2).momentum(0.9));
+  auto optimizer = std::make_shared<torch::optim::SGD>(
+      model->parameters(), torch::optim::SGDOptions(0.2).momentum(0.9));
 
   // The manager: 16 iterations per epoch, stop after `epochs` epochs.
   tth::TorchTrainerHook hook(
       tth::HookOptions(n / batch_size).stop_trigger({epochs, tth::epoch}).out(out));
-  hook.add_model("main", model);  // its parameters become part of hook.state_dict()
+  hook.add_model("main", model);          // parameters and buffers join hook.state_dict()
+  hook.add_optimizer("main", optimizer);  // so do momentum buffers and the learning rate
 
   auto epoch_loss = std::make_shared<EpochLoss>();
   hook.extend(epoch_loss);
@@ -102,17 +106,23 @@ int main(int argc, char** argv) {
               }),
               "best", std::make_shared<tth::MinValueTrigger>("epoch/loss"));
 
-  // The user's own loop: only run_iteration is new.
+  // Whole-state snapshots every 5 epochs, keeping the newest 2; autoload resumes from the
+  // newest one that verifies when the program starts again.
+  hook.extend(tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(2)), std::nullopt,
+              {5, tth::epoch});
+
+  // The user's own loop: only run_iteration is new. done() also starts training, so a
+  // resumed run knows its iteration before the loop body runs.
   while (!hook.done()) {
     auto order = torch::randperm(n);
     for (int64_t start = 0; start < n && !hook.done(); start += batch_size) {
       auto index = order.slice(0, start, start + batch_size);
       hook.run_iteration([&] {
-        optimizer.zero_grad();
+        optimizer->zero_grad();
         auto loss = torch::cross_entropy_loss(model->forward(inputs.index_select(0, index)),
                                               labels.index_select(0, index));
         loss.backward();
-        optimizer.step();
+        optimizer->step();
         tth::report("main/loss", loss);
       });
     }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/schedulers/lr_scheduler.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +11,8 @@
 #include <iostream>
 
 #include "module_state.h"
+#include "optimizer_state.h"
+#include "rng_state.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -23,6 +27,27 @@ int64_t whole_epochs(double epoch_detail) {
 }
 
 constexpr const char* kWhat = "TorchTrainerHook";
+
+// LRScheduler keeps its step count protected and has no state_dict in LibTorch 1.13; a
+// member pointer named through a derived class reaches it without changing the object.
+struct SchedulerAccess : torch::optim::LRScheduler {
+  static unsigned& step_count(torch::optim::LRScheduler& scheduler) {
+    return scheduler.*(&SchedulerAccess::step_count_);
+  }
+};
+
+bool has_prefix(const std::string& key, const std::string& prefix) {
+  return key.compare(0, prefix.size(), prefix) == 0;
+}
+
+// `state` without the keys under `prefix`.
+StateDict without(const StateDict& state, const std::string& prefix) {
+  StateDict rest;
+  for (const auto& [key, value] : state) {
+    if (!has_prefix(key, prefix)) rest.set(key, value);
+  }
+  return rest;
+}
 
 }  // namespace
 
@@ -78,22 +103,36 @@ std::string TorchTrainerHook::extend(std::shared_ptr<Extension> extension,
   return unique;
 }
 
-void TorchTrainerHook::add_model(const std::string& name, std::shared_ptr<torch::nn::Module> model) {
-  if (!model) throw Error(fmt::format("add_model: model '{}' must not be null", name));
-  if (name.empty()) throw Error("add_model: name must not be empty");
-  if (started_) throw Error(fmt::format("add_model: training has started; add '{}' before", name));
-  if (!models_.emplace(name, std::move(model)).second) {
-    throw Error(fmt::format("add_model: a model named '{}' is already registered", name));
+template <typename Map, typename Object>
+void TorchTrainerHook::add_named(const char* what, Map& map, const std::string& name,
+                                 Object object) {
+  if (!object) throw Error(fmt::format("{}: '{}' must not be null", what, name));
+  if (name.empty()) throw Error(fmt::format("{}: name must not be empty", what));
+  if (name.find('/') != std::string::npos) {
+    throw Error(fmt::format("{}: name must not contain '/', got '{}'", what, name));
+  }
+  if (started_) throw Error(fmt::format("{}: training has started; add '{}' before", what, name));
+  if (!map.emplace(name, std::move(object)).second) {
+    throw Error(fmt::format("{}: '{}' is already registered", what, name));
   }
 }
 
+void TorchTrainerHook::add_model(const std::string& name, std::shared_ptr<torch::nn::Module> model) {
+  add_named("add_model", models_, name, std::move(model));
+}
+
+void TorchTrainerHook::add_optimizer(const std::string& name,
+                                     std::shared_ptr<torch::optim::Optimizer> optimizer) {
+  add_named("add_optimizer", optimizers_, name, std::move(optimizer));
+}
+
+void TorchTrainerHook::add_scheduler(const std::string& name,
+                                     std::shared_ptr<torch::optim::LRScheduler> scheduler) {
+  add_named("add_scheduler", schedulers_, name, std::move(scheduler));
+}
+
 void TorchTrainerHook::add_state(const std::string& name, std::shared_ptr<Stateful> object) {
-  if (!object) throw Error(fmt::format("add_state: object '{}' must not be null", name));
-  if (name.empty()) throw Error("add_state: name must not be empty");
-  if (started_) throw Error(fmt::format("add_state: training has started; add '{}' before", name));
-  if (!states_.emplace(name, std::move(object)).second) {
-    throw Error(fmt::format("add_state: a state object named '{}' is already registered", name));
-  }
+  add_named("add_state", states_, name, std::move(object));
 }
 
 template <typename Hook>
@@ -112,11 +151,22 @@ void TorchTrainerHook::for_each_guarded(const char* phase, Hook&& hook) noexcept
 }
 
 void TorchTrainerHook::start() {
+  if (started_) return;
   started_ = true;
+  try {
+    run_start_phases();
+  } catch (...) {
+    handle_error(std::current_exception());
+    throw;
+  }
+}
+
+void TorchTrainerHook::run_start_phases() {
   std::error_code error;
   std::filesystem::create_directories(out_, error);
   if (error) throw IOError("create output directory", out_, error.value());
   start_time_ = std::chrono::steady_clock::now();
+  for (Entry& entry : entries_) entry.extension->resume(*this);
   for (Entry& entry : entries_) {
     if (entry.trigger && entry.trigger->finished()) continue;
     entry.extension->initialize(*this);
@@ -137,8 +187,8 @@ void TorchTrainerHook::begin_iteration() {
                             iteration_));
   }
   if (in_iteration_) throw Error("begin_iteration: the previous iteration was not ended");
+  start();
   try {
-    if (!started_) start();
     observation_.clear();
     observation_scope_.emplace(observation_);
     in_iteration_ = true;
@@ -201,6 +251,7 @@ void TorchTrainerHook::handle_error(const std::exception_ptr& error) noexcept {
 }
 
 bool TorchTrainerHook::done() {
+  if (!failed_ && !finalized_) start();
   const bool result = stop_requested_ || failed_ || stop_triggered_;
   if (result && started_ && !finalized_) finalize();
   return result;
@@ -280,16 +331,40 @@ StateDict TorchTrainerHook::state_dict() const {
   state.set_bool("manager/stop_triggered", stop_triggered_);
   for (const auto& [prefix, component] : components()) state.merge(prefix, component->state_dict());
   for (const auto& [name, model] : models_) state.merge("models/" + name, module_state_dict(*model));
+  for (const auto& [name, optimizer] : optimizers_) {
+    state.merge("optimizers/" + name, optimizer_state_dict(*optimizer));
+  }
+  for (const auto& [name, scheduler] : schedulers_) {
+    state.set_int("schedulers/" + name + "/step_count", SchedulerAccess::step_count(*scheduler));
+  }
+  state.merge("rng", rng_state_dict());
   return state;
 }
 
 void TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
+  // Check everything before changing anything. Optimizer state has optional parts (a
+  // parameter that never stepped has none), so it has its own check.
   const StateDict expected = state_dict();
-  check_compatible(expected, state, strict, kWhat);
+  check_compatible(without(expected, "optimizers/"), without(state, "optimizers/"), strict, kWhat);
+  for (const auto& [name, optimizer] : optimizers_) {
+    check_optimizer_state(*optimizer, state.sub("optimizers/" + name), strict,
+                          "optimizers/" + name + "/");
+  }
+  if (strict) {
+    for (const auto& [key, value] : state) {
+      if (!has_prefix(key, "optimizers/")) continue;
+      const std::string name = key.substr(11, key.find('/', 11) - 11);
+      if (!optimizers_.count(name)) {
+        throw StateError(fmt::format("{}: unexpected key '{}': no optimizer named '{}' is "
+                                     "registered (load non-strictly to ignore it)",
+                                     kWhat, key, name));
+      }
+    }
+  }
 
   // Every check passed: apply. A component is loaded only when all its keys are present.
-  auto complete = [&](const std::string& prefix, const StateDict& mine) {
-    for (const auto& entry : mine) {
+  auto complete = [&](const std::string& prefix) {
+    for (const auto& entry : expected.sub(prefix)) {
       if (!state.contains(prefix + "/" + entry.first)) return false;
     }
     return true;
@@ -299,17 +374,39 @@ void TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
     elapsed_before_ = state.get_double("manager/elapsed_time");
     start_time_ = std::chrono::steady_clock::now();
   }
-  if (state.contains("manager/stop_triggered")) {
-    stop_triggered_ = state.get_bool("manager/stop_triggered");
-  }
   for (const auto& [prefix, component] : components()) {
-    StateDict mine = expected.sub(prefix);
-    if (complete(prefix, mine)) component->load_state_dict(state.sub(prefix));
+    if (complete(prefix)) component->load_state_dict(state.sub(prefix));
   }
   for (const auto& [name, model] : models_) {
     const std::string prefix = "models/" + name;
-    if (complete(prefix, expected.sub(prefix))) load_module_state(*model, state.sub(prefix));
+    if (complete(prefix)) load_module_state(*model, state.sub(prefix));
   }
+  for (const auto& [name, optimizer] : optimizers_) {
+    const std::string prefix = "optimizers/" + name;
+    if (strict || state.contains(prefix + "/param_groups/0/lr")) {
+      load_optimizer_state(*optimizer, state.sub(prefix));
+    }
+  }
+  for (const auto& [name, scheduler] : schedulers_) {
+    const std::string key = "schedulers/" + name + "/step_count";
+    if (state.contains(key)) {
+      SchedulerAccess::step_count(*scheduler) = static_cast<unsigned>(state.get_int(key));
+    }
+  }
+  load_rng_state(state.sub("rng"));
+  if (state.contains("manager/stop_triggered")) {
+    // A snapshot of the last iteration says "stopped"; that stands only if this run's stop
+    // trigger agrees, so training can be extended by resuming with a longer stop trigger.
+    stop_triggered_ = state.get_bool("manager/stop_triggered") && stop_trigger_ &&
+                      (stop_trigger_->finished() || length_reached());
+  }
+}
+
+bool TorchTrainerHook::length_reached() const {
+  const auto length = training_length();
+  if (!length) return false;
+  if (length->unit == Unit::kIteration) return static_cast<double>(iteration_) >= length->period;
+  return epoch_detail() + kEpochTolerance >= length->period;
 }
 
 }  // namespace tth

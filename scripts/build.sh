@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 "$PWD/scripts/install-deps.sh"
 build=${BUILD_DIR:-build}
+# ccache: relative paths let a fresh clone (CI) reuse this machine's cache; the sloppiness
+# lets it cache compiles that use the tests' precompiled header.
+export CCACHE_BASEDIR="$PWD" CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f $build/CMakeCache.txt ]]; then

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build everything (library, tests, examples,
-# benchmarks), then run every ctest test. Extra arguments go to ctest (e.g. -L stress).
+# benchmarks), then run every ctest test except the long ones labelled stress and large.
+# Arguments replace that selection and go to ctest: scripts/test.sh -L stress
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 cd "${BUILD_DIR:-build}"
+if [[ $# -eq 0 ]]; then set -- -LE 'stress|large'; fi
 ctest --output-on-failure --timeout 1500 "$@"

@@ -1,5 +1,5 @@
-// Shared test helpers: a temporary directory, a recording extension, tensor equality and a
-// check that an exception of a type carries a message fragment.
+// Shared test helpers with LibTorch: a recording extension and tensor equality, beside the
+// LibTorch-free ones of test_util.h.
 #pragma once
 
 #include <gmock/gmock.h>
@@ -10,41 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "tth/tth.h"
 
 namespace tth::test {
-
-/// A fresh directory under the system temp dir, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "tth-test-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-/// Expects `statement` to throw `type` whose what() contains `fragment`.
-#define EXPECT_THROW_WITH(statement, type, fragment)                                  \
-  EXPECT_THROW(                                                                       \
-      {                                                                               \
-        try {                                                                         \
-          statement;                                                                  \
-        } catch (const type& error) {                                                 \
-          EXPECT_THAT(std::string(error.what()), ::testing::HasSubstr(fragment));     \
-          throw;                                                                      \
-        }                                                                             \
-      },                                                                              \
-      type)
 
 /// Records every hook call as "<name>:<hook>@<iteration>" into a shared log.
 class Recorder : public Extension {

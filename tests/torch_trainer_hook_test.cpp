@@ -63,8 +63,8 @@ TEST(TorchTrainerHook, BadOptionsAndRegistrationsAreRejected) {
   hook.add_model("main", model);
   EXPECT_THROW_WITH(hook.add_model("main", model), Error, "'main' is already registered");
   EXPECT_THROW_WITH(hook.add_model("x", std::shared_ptr<torch::nn::Module>()), Error,
-                    "model 'x' must not be null");
-  EXPECT_THROW_WITH(hook.add_state("s", nullptr), Error, "object 's' must not be null");
+                    "add_model: 'x' must not be null");
+  EXPECT_THROW_WITH(hook.add_state("s", nullptr), Error, "add_state: 's' must not be null");
   run_empty(hook, 1);
   EXPECT_THROW_WITH(hook.add_model("late", model), Error, "training has started");
   EXPECT_THROW_WITH(hook.end_iteration(), Error, "no iteration was begun");

@@ -5,10 +5,11 @@
 // lives through these phases, exactly as in Chainer except where noted:
 //
 //  1. Start (the first iteration of a user's loop, or Trainer::run): extensions are ordered by
-//     priority, higher first; equal priorities keep registration order. The manager then
-//     calls `initialize(hook)` of every extension in that order, skipping an extension whose
-//     trigger is already finished (Trigger::finished). A snapshot's autoload is a separate
-//     phase before all initializers, so they see the resumed state.
+//     priority, higher first; equal priorities keep registration order. The manager first
+//     calls `resume(hook)` of every extension in that order (a snapshot's autoload restores
+//     the training state here, unlike Chainer where it runs last among the initializers), then
+//     `initialize(hook)` of every extension in that order, skipping an extension whose
+//     trigger is already finished (Trigger::finished), so initializers see the resumed state.
 //  2. If training starts at iteration 0, every extension registered with
 //     `call_before_training` is called once, in priority order, in a fresh observation scope,
 //     without consulting triggers.
@@ -67,6 +68,8 @@ class Extension : public Stateful {
 
   /// Called when the trigger fires.
   virtual void operator()(TorchTrainerHook& hook) { (void)hook; }
+  /// Called once at the start, before any initialize (phase 1): restore saved state here.
+  virtual void resume(TorchTrainerHook& hook) { (void)hook; }
   /// Called once at the start (phase 1), unless the trigger is finished.
   virtual void initialize(TorchTrainerHook& hook) { (void)hook; }
   /// Called when training fails (phase 4) with the exception that ended it.

@@ -20,16 +20,9 @@
 #include <optional>
 #include <vector>
 
+#include "tth/torch_fwd.h"
 #include "tth/updater.h"
 
-namespace torch {
-namespace nn {
-class Module;
-}
-namespace optim {
-class Optimizer;
-}
-}  // namespace torch
 
 namespace tth {
 

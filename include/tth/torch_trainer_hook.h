@@ -23,7 +23,12 @@
 //   extensions/<name>/...             each extension's state
 //   extension_triggers/<name>/...     each extension's trigger's state
 //   models/<name>/<param or buffer>   each model's parameters and buffers (LibTorch names)
+//   optimizers/<name>/param_groups/<g>/<option>   lr, momentum, betas/0, ... per group
+//   optimizers/<name>/state/<g>/<i>/<field>       per-parameter state (step, exp_avg, ...)
+//   schedulers/<name>/step_count      each LR scheduler's step count
 //   state/<name>/...                  each object registered with add_state
+//   rng/cpu, rng/cuda/<i>             the default random generators' states
+// Optimizers supported: SGD, Adam, AdamW, Adagrad, RMSprop.
 //
 // Thread safety: none; use one manager from the training thread.
 #pragma once
@@ -37,19 +42,13 @@
 #include <string>
 #include <vector>
 
+#include "tth/torch_fwd.h"
 #include "tth/extension.h"
 #include "tth/reporter.h"
 #include "tth/state_dict.h"
 #include "tth/stateful.h"
 #include "tth/trigger.h"
 
-namespace torch {
-namespace nn {
-class Module;
-template <typename Contained>
-class ModuleHolder;
-}  // namespace nn
-}  // namespace torch
 
 namespace tth {
 
@@ -94,10 +93,21 @@ class TorchTrainerHook {
   void add_model(const std::string& name, const torch::nn::ModuleHolder<Contained>& model) {
     add_model(name, model.ptr());
   }
+  /// Registers an optimizer whose options and per-parameter state are part of the state.
+  /// REQUIRES: SGD, Adam, AdamW, Adagrad or RMSprop (checked when the state is taken).
+  void add_optimizer(const std::string& name, std::shared_ptr<torch::optim::Optimizer> optimizer);
+  /// Registers an LR scheduler whose step count is part of the state.
+  void add_scheduler(const std::string& name, std::shared_ptr<torch::optim::LRScheduler> scheduler);
   /// Registers an object whose state is saved under `state/<name>/`. Names are unique.
   void add_state(const std::string& name, std::shared_ptr<Stateful> object);
 
   // ---- The loop ----
+
+  /// Starts training once: the resume phase (snapshot autoload), initialize, and at iteration
+  /// 0 the call_before_training extensions (extension.h phases 1 and 2). done() and
+  /// begin_iteration() call it, so a loop `while (!hook.done())` has its state restored
+  /// before it reads any (a sampler's position, say). Runs the error path if it throws.
+  void start();
 
   /// Runs one iteration around `step`: starts training on the first call (extension phase 1
   /// and 2), opens the observation, runs `step`, counts the iteration and runs the triggered
@@ -115,7 +125,7 @@ class TorchTrainerHook {
   void handle_error(const std::exception_ptr& error) noexcept;
 
   /// True when training should end: after stop(), after an error, or once the stop trigger
-  /// fired. The stop trigger is evaluated once per iteration inside end_iteration (after the
+  /// fired. Starts training first (start()). The stop trigger is evaluated once per iteration inside end_iteration (after the
   /// extensions' triggers, before snapshot-priority extensions run, so a snapshot holds the
   /// decision and the trigger's state of the completed iteration). The first time done()
   /// returns true, the extensions are finalized.
@@ -162,6 +172,11 @@ class TorchTrainerHook {
   const std::map<std::string, std::shared_ptr<torch::nn::Module>>& models() const noexcept {
     return models_;
   }
+  /// Registered optimizers by name.
+  const std::map<std::string, std::shared_ptr<torch::optim::Optimizer>>& optimizers()
+      const noexcept {
+    return optimizers_;
+  }
 
   // ---- State ----
 
@@ -182,7 +197,10 @@ class TorchTrainerHook {
     bool call_before_training;
   };
 
-  void start();
+  void run_start_phases();
+  bool length_reached() const;
+  template <typename Map, typename Object>
+  void add_named(const char* what, Map& map, const std::string& name, Object object);
   void run_triggered_extensions();
   template <typename Hook>
   void for_each_guarded(const char* phase, Hook&& hook) noexcept;
@@ -194,6 +212,8 @@ class TorchTrainerHook {
   std::shared_ptr<Trigger> stop_trigger_;
   std::vector<Entry> entries_;  // sorted by priority, stable
   std::map<std::string, std::shared_ptr<torch::nn::Module>> models_;
+  std::map<std::string, std::shared_ptr<torch::optim::Optimizer>> optimizers_;
+  std::map<std::string, std::shared_ptr<torch::optim::LRScheduler>> schedulers_;
   std::map<std::string, std::shared_ptr<Stateful>> states_;
   Observation observation_;
   std::optional<ObservationScope> observation_scope_;  // open from begin to end_iteration
@@ -204,7 +224,9 @@ class TorchTrainerHook {
   bool failed_ = false;
   bool finalized_ = false;
   bool stop_requested_ = false;
-  bool stop_triggered_ = false;  // the stop trigger fired (saved: manager/stop_triggered)
+  // The stop trigger fired. Saved as manager/stop_triggered; on load it stands only if the
+  // current stop trigger is finished or its training length is reached.
+  bool stop_triggered_ = false;
   double elapsed_before_ = 0;  // seconds trained before this process (a resume)
   std::chrono::steady_clock::time_point start_time_;
 };

@@ -2,9 +2,14 @@
 // See extension.h for the protocol and torch_trainer_hook.h for the manager.
 #pragma once
 
+#include "tth/archive_state.h"
+#include "tth/atomic_file.h"
 #include "tth/error.h"
 #include "tth/extension.h"
 #include "tth/reporter.h"
+#include "tth/savefun.h"
+#include "tth/snapshot.h"
+#include "tth/snapshot_file.h"
 #include "tth/standard_updater.h"
 #include "tth/state_dict.h"
 #include "tth/stateful.h"
@@ -19,3 +24,4 @@
 #include "tth/triggers/once_trigger.h"
 #include "tth/triggers/time_trigger.h"
 #include "tth/updater.h"
+#include "tth/writer.h"

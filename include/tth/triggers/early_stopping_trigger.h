@@ -48,6 +48,8 @@ class EarlyStoppingTrigger : public Trigger {
 
   bool operator()(const TorchTrainerHook& hook) override;
   std::optional<Duration> training_length() const override;
+  /// True once `patience` checks passed without improvement.
+  bool finished() const override { return stale_checks_ >= patience_; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 

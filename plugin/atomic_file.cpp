@@ -1,0 +1,118 @@
+#include "tth/atomic_file.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <random>
+
+#include "tth/error.h"
+
+namespace tth {
+
+namespace {
+
+constexpr const char* kTempMarker = ".tmp.";
+constexpr int kRandomChars = 12;
+constexpr const char* kAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+constexpr int kCreateAttempts = 100;
+
+std::string random_suffix() {
+  thread_local std::mt19937_64 engine{std::random_device{}()};
+  std::uniform_int_distribution<int> pick(0, 35);
+  std::string suffix(kRandomChars, ' ');
+  for (char& c : suffix) c = kAlphabet[pick(engine)];
+  return suffix;
+}
+
+// A file descriptor closed on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string parent_of(const std::string& path) {
+  std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+}  // namespace
+
+void sync_path(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw IOError("open for fsync", path, errno);
+  if (::fsync(fd.get()) != 0) throw IOError("fsync", path, errno);
+}
+
+bool is_temp_file_name(const std::string& file_name) {
+  // .<name>.tmp.<kRandomChars of kAlphabet>
+  const std::size_t marker = std::string(kTempMarker).size();
+  if (file_name.size() < 1 + 1 + marker + kRandomChars || file_name[0] != '.') return false;
+  const std::size_t suffix = file_name.size() - kRandomChars;
+  if (file_name.compare(suffix - marker, marker, kTempMarker) != 0) return false;
+  for (std::size_t i = suffix; i < file_name.size(); ++i) {
+    const char c = file_name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
+void atomic_write(const std::string& path, const std::function<void(const std::string&)>& write) {
+  const std::filesystem::path target(path);
+  if (target.filename().empty()) throw Error("atomic_write: '" + path + "' names no file");
+  const std::string directory = parent_of(path);
+  std::error_code error;
+  std::filesystem::create_directories(directory, error);
+  if (error) throw IOError("create directory", directory, error.value());
+
+  std::string temp;
+  for (int attempt = 0;; ++attempt) {
+    temp = (std::filesystem::path(directory) /
+            ("." + target.filename().string() + kTempMarker + random_suffix()))
+               .string();
+    // 0666 lets the umask decide, as for any new file.
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+      ::close(fd);
+      break;
+    }
+    if (errno != EEXIST || attempt == kCreateAttempts) throw IOError("create", temp, errno);
+  }
+  try {
+    write(temp);
+    sync_path(temp);
+    if (::rename(temp.c_str(), path.c_str()) != 0) throw IOError("rename to " + path, temp, errno);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  sync_path(directory);
+}
+
+std::vector<std::string> remove_temp_files(const std::string& directory) {
+  std::vector<std::string> removed;
+  std::error_code error;
+  std::filesystem::directory_iterator it(directory, error), end;
+  if (error) return removed;  // missing or unreadable: nothing of ours to clean
+  for (; it != end; it.increment(error)) {
+    if (error) break;
+    const std::string name = it->path().filename().string();
+    if (!is_temp_file_name(name) || !it->is_regular_file(error)) continue;
+    if (::unlink(it->path().c_str()) == 0) removed.push_back(it->path().string());
+  }
+  return removed;
+}
+
+}  // namespace tth

@@ -1,0 +1,265 @@
+#include "optimizer_state.h"
+
+#include <fmt/format.h>
+#include <torch/optim/adagrad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
+
+#include <set>
+
+#include "tth/error.h"
+
+namespace tth {
+
+namespace {
+
+using torch::optim::OptimizerOptions;
+using torch::optim::OptimizerParamState;
+
+// Each optimizer type lists its option and state fields once, for a visitor that saves,
+// loads or checks them. `v.real(name, double&)`, `v.flag(name, bool&)`,
+// `v.count(name, int64_t&)`, `v.tensor(name, Tensor&)` (a tensor shaped like the parameter).
+template <typename V>
+void fields(V& v, torch::optim::SGDOptions& o) {
+  v.real("lr", o.lr());
+  v.real("momentum", o.momentum());
+  v.real("dampening", o.dampening());
+  v.real("weight_decay", o.weight_decay());
+  v.flag("nesterov", o.nesterov());
+}
+template <typename V>
+void fields(V& v, torch::optim::SGDParamState& s) {
+  v.tensor("momentum_buffer", s.momentum_buffer());
+}
+template <typename V, typename Options>  // Adam and AdamW share their fields.
+void adam_fields(V& v, Options& o) {
+  v.real("lr", o.lr());
+  v.real("betas/0", std::get<0>(o.betas()));
+  v.real("betas/1", std::get<1>(o.betas()));
+  v.real("eps", o.eps());
+  v.real("weight_decay", o.weight_decay());
+  v.flag("amsgrad", o.amsgrad());
+}
+template <typename V, typename State>
+void adam_state_fields(V& v, State& s) {
+  v.count("step", s.step());
+  v.tensor("exp_avg", s.exp_avg());
+  v.tensor("exp_avg_sq", s.exp_avg_sq());
+  v.tensor("max_exp_avg_sq", s.max_exp_avg_sq());
+}
+template <typename V>
+void fields(V& v, torch::optim::AdamOptions& o) { adam_fields(v, o); }
+template <typename V>
+void fields(V& v, torch::optim::AdamParamState& s) { adam_state_fields(v, s); }
+template <typename V>
+void fields(V& v, torch::optim::AdamWOptions& o) { adam_fields(v, o); }
+template <typename V>
+void fields(V& v, torch::optim::AdamWParamState& s) { adam_state_fields(v, s); }
+template <typename V>
+void fields(V& v, torch::optim::AdagradOptions& o) {
+  v.real("lr", o.lr());
+  v.real("lr_decay", o.lr_decay());
+  v.real("weight_decay", o.weight_decay());
+  v.real("initial_accumulator_value", o.initial_accumulator_value());
+  v.real("eps", o.eps());
+}
+template <typename V>
+void fields(V& v, torch::optim::AdagradParamState& s) {
+  v.tensor("sum", s.sum());
+  v.count("step", s.step());
+}
+template <typename V>
+void fields(V& v, torch::optim::RMSpropOptions& o) {
+  v.real("lr", o.lr());
+  v.real("alpha", o.alpha());
+  v.real("eps", o.eps());
+  v.real("weight_decay", o.weight_decay());
+  v.real("momentum", o.momentum());
+  v.flag("centered", o.centered());
+}
+template <typename V>
+void fields(V& v, torch::optim::RMSpropParamState& s) {
+  v.count("step", s.step());
+  v.tensor("square_avg", s.square_avg());
+  v.tensor("momentum_buffer", s.momentum_buffer());
+  v.tensor("grad_avg", s.grad_avg());
+}
+
+std::string param_key(const at::Tensor& param) {
+  return c10::guts::to_string(param.unsafeGetTensorImpl());
+}
+
+// Saves fields into a StateDict under a prefix; undefined tensors are skipped.
+struct Saver {
+  StateDict& out;
+  std::string prefix;
+  void real(const char* name, double& value) { out.set_double(prefix + name, value); }
+  void flag(const char* name, bool& value) { out.set_bool(prefix + name, value); }
+  void count(const char* name, int64_t& value) { out.set_int(prefix + name, value); }
+  void tensor(const char* name, at::Tensor& value) {
+    if (value.defined()) out.set(prefix + name, value.detach());
+  }
+};
+
+// Loads fields from a checked StateDict; absent tensors become undefined.
+struct Loader {
+  const StateDict& in;
+  std::string prefix;
+  const at::Tensor* param = nullptr;
+  void real(const char* name, double& value) { value = in.get_double(prefix + name); }
+  void flag(const char* name, bool& value) { value = in.get_bool(prefix + name); }
+  void count(const char* name, int64_t& value) { value = in.get_int(prefix + name); }
+  void tensor(const char* name, at::Tensor& value) {
+    const std::string key = prefix + name;
+    value = in.contains(key) ? in.tensor(key).to(param->device(), /*non_blocking=*/false,
+                                                 /*copy=*/true)
+                             : at::Tensor();
+  }
+};
+
+// Checks fields: scalars must be present (when strict or when anything of the group is);
+// tensors, when present, must have the parameter's shape and dtype.
+struct Checker {
+  const StateDict& in;
+  std::string prefix;
+  std::string what;
+  bool required;
+  std::set<std::string>& known;
+  const at::Tensor* param = nullptr;
+
+  void scalar(const char* name, const char* expected) {
+    const std::string key = prefix + name;
+    known.insert(key);
+    if (!in.contains(key)) {
+      if (required) throw StateError(fmt::format("{}: key '{}' is missing", what, key));
+      return;
+    }
+    const std::string got = describe(in.at(key));
+    if (got != expected) {
+      throw StateError(
+          fmt::format("{}: key '{}' holds {} but {} is expected", what, key, got, expected));
+    }
+  }
+  void real(const char* name, double&) { scalar(name, "Double[]"); }
+  void flag(const char* name, bool&) { scalar(name, "Bool[]"); }
+  void count(const char* name, int64_t&) { scalar(name, "Long[]"); }
+  void tensor(const char* name, at::Tensor&) {
+    const std::string key = prefix + name;
+    known.insert(key);
+    if (!in.contains(key)) return;
+    const std::string expected = describe(param->detach());
+    const std::string got = describe(in.at(key));
+    if (got != expected) {
+      throw StateError(
+          fmt::format("{}: key '{}' holds {} but {} is expected", what, key, got, expected));
+    }
+  }
+};
+
+// Calls fn(options-of-type, param-state-type-tag) for the optimizer's concrete type.
+template <typename Fn>
+void dispatch(const torch::optim::Optimizer& optimizer, Fn&& fn) {
+  using namespace torch::optim;
+  if (dynamic_cast<const SGD*>(&optimizer)) return fn(SGDOptions(0), SGDParamState());
+  if (dynamic_cast<const Adam*>(&optimizer)) return fn(AdamOptions(), AdamParamState());
+  if (dynamic_cast<const AdamW*>(&optimizer)) return fn(AdamWOptions(), AdamWParamState());
+  if (dynamic_cast<const Adagrad*>(&optimizer)) return fn(AdagradOptions(), AdagradParamState());
+  if (dynamic_cast<const RMSprop*>(&optimizer)) return fn(RMSpropOptions(), RMSpropParamState());
+  throw Error(fmt::format("optimizer state: unsupported optimizer type '{}' (supported: SGD, "
+                          "Adam, AdamW, Adagrad, RMSprop)",
+                          typeid(optimizer).name()));
+}
+
+std::string group_prefix(size_t g) { return fmt::format("param_groups/{}/", g); }
+std::string state_prefix(size_t g, size_t i) { return fmt::format("state/{}/{}/", g, i); }
+
+}  // namespace
+
+StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
+  StateDict out;
+  dispatch(optimizer, [&](auto options_tag, auto state_tag) {
+    using Options = decltype(options_tag);
+    using State = decltype(state_tag);
+    const auto& groups = optimizer.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      Saver saver{out, group_prefix(g)};
+      fields(saver, static_cast<Options&>(const_cast<OptimizerOptions&>(groups[g].options())));
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        auto found = optimizer.state().find(param_key(params[i]));
+        if (found == optimizer.state().end()) continue;
+        Saver state_saver{out, state_prefix(g, i)};
+        fields(state_saver, static_cast<State&>(*found->second));
+      }
+    }
+  });
+  return out;
+}
+
+void check_optimizer_state(const torch::optim::Optimizer& optimizer, const StateDict& state,
+                           bool strict, const std::string& prefix) {
+  const std::string what = "optimizer state '" + prefix + "'";
+  std::set<std::string> known;
+  dispatch(optimizer, [&](auto options_tag, auto state_tag) {
+    auto options = options_tag;
+    auto param_state = state_tag;
+    const auto& groups = optimizer.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      Checker group{state, group_prefix(g), what, strict, known};
+      fields(group, options);
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        Checker checker{state, state_prefix(g, i), what, false, known, &params[i]};
+        fields(checker, param_state);
+      }
+    }
+  });
+  if (!strict) return;
+  for (const auto& entry : state) {
+    if (!known.count(entry.first)) {
+      throw StateError(fmt::format(
+          "{}: unexpected key '{}' (another optimizer type, or more parameter groups or "
+          "parameters than this optimizer has)",
+          what, entry.first));
+    }
+  }
+}
+
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state) {
+  // "state/<g>/<i>/" of every parameter that has state in `state`.
+  std::set<std::string> stepped;
+  for (const auto& entry : state) {
+    const std::string& key = entry.first;
+    if (key.compare(0, 6, "state/") != 0) continue;
+    const size_t group_end = key.find('/', 6);
+    const size_t index_end = group_end == std::string::npos ? group_end : key.find('/', group_end + 1);
+    if (index_end != std::string::npos) stepped.insert(key.substr(0, index_end + 1));
+  }
+  dispatch(optimizer, [&](auto options_tag, auto state_tag) {
+    using Options = decltype(options_tag);
+    using State = decltype(state_tag);
+    auto& groups = optimizer.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (state.contains(group_prefix(g) + "lr")) {
+        Loader loader{state, group_prefix(g)};
+        fields(loader, static_cast<Options&>(groups[g].options()));
+      }
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        const std::string prefix = state_prefix(g, i);
+        if (!stepped.count(prefix)) {
+          optimizer.state().erase(param_key(params[i]));
+          continue;
+        }
+        auto loaded = std::make_unique<State>();
+        Loader loader{state, prefix, &params[i]};
+        fields(loader, *loaded);
+        optimizer.state()[param_key(params[i])] = std::move(loaded);
+      }
+    }
+  });
+}
+
+}  // namespace tth

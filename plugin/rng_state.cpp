@@ -1,0 +1,45 @@
+#include "rng_state.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+
+#include <mutex>
+#include <string>
+
+namespace tth {
+
+namespace {
+
+template <typename Fn>
+void for_each_generator(Fn&& fn) {
+  fn("cpu", at::detail::getDefaultCPUGenerator());
+  const auto& cuda = at::detail::getCUDAHooks();
+  if (!cuda.hasCUDA()) return;
+  for (int device = 0; device < cuda.getNumGPUs(); ++device) {
+    fn("cuda/" + std::to_string(device),
+       cuda.getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device)));
+  }
+}
+
+}  // namespace
+
+StateDict rng_state_dict() {
+  StateDict state;
+  for_each_generator([&](const std::string& name, const at::Generator& generator) {
+    at::Generator handle = generator;
+    std::lock_guard<std::mutex> lock(handle.mutex());
+    state.set(name, handle.get_state());
+  });
+  return state;
+}
+
+void load_rng_state(const StateDict& state) {
+  for_each_generator([&](const std::string& name, const at::Generator& generator) {
+    if (!state.contains(name)) return;
+    at::Generator handle = generator;
+    std::lock_guard<std::mutex> lock(handle.mutex());
+    handle.set_state(state.tensor(name));
+  });
+}
+
+}  // namespace tth

@@ -1,0 +1,189 @@
+#include "tth/snapshot.h"
+
+#include <fmt/format.h>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+#include "module_state.h"
+#include "optimizer_state.h"
+#include "snapshot_filename.h"
+#include "tth/atomic_file.h"
+#include "tth/error.h"
+#include "tth/snapshot_file.h"
+#include "tth/torch_trainer_hook.h"
+
+namespace tth {
+
+namespace fs = std::filesystem;
+
+void SnapshotTarget::from_module(std::shared_ptr<torch::nn::Module> module) {
+  if (!module) throw Error("snapshot_object: the module must not be null");
+  save_ = [module] { return module_state_dict(*module); };
+  load_ = [module](const StateDict& state, const std::string& what) {
+    check_compatible(module_state_dict(*module), state, /*strict=*/true, what);
+    load_module_state(*module, state);
+  };
+}
+
+void SnapshotTarget::from_optimizer(std::shared_ptr<torch::optim::Optimizer> optimizer) {
+  if (!optimizer) throw Error("snapshot_object: the optimizer must not be null");
+  save_ = [optimizer] { return optimizer_state_dict(*optimizer); };
+  load_ = [optimizer](const StateDict& state, const std::string& what) {
+    check_optimizer_state(*optimizer, state, /*strict=*/true, what + ": ");
+    load_optimizer_state(*optimizer, state);
+  };
+}
+
+void SnapshotTarget::from_stateful(std::shared_ptr<Stateful> object) {
+  if (!object) throw Error("snapshot_object: the object must not be null");
+  save_ = [object] { return object->state_dict(); };
+  load_ = [object](const StateDict& state, const std::string& what) {
+    check_compatible(object->state_dict(), state, /*strict=*/true, what);
+    object->load_state_dict(state);
+  };
+}
+
+Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options)
+    : target_(std::move(target)),
+      filename_(std::make_unique<SnapshotFilename>(
+          options.filename_.value_or("snapshot_iter_{iteration}"))),
+      condition_(std::move(options.condition_)),
+      writer_(std::move(options.writer_)),
+      loadfun_(std::move(options.loadfun_)),
+      snapshot_on_error_(options.snapshot_on_error_),
+      n_retains_(options.n_retains_),
+      autoload_(options.autoload_) {
+  if (writer_ && options.savefun_) {
+    throw Error("snapshot: pass either savefun or writer, not both (a writer has its savefun)");
+  }
+  if (!writer_) writer_ = std::make_shared<SimpleWriter>(options.savefun_ ? options.savefun_
+                                                                          : torch_savefun());
+  if (n_retains_ == 0 || n_retains_ < -1) {
+    throw Error(fmt::format("snapshot: n_retains must be >= 1 (or -1 for all), got {}",
+                            n_retains_));
+  }
+  if ((autoload_ || n_retains_ > 0) && !filename_->has_static_directory()) {
+    throw Error(fmt::format("snapshot: with autoload or n_retains, fields may appear only in the "
+                            "last component of the filename, got '{}'",
+                            filename_->pattern()));
+  }
+}
+
+Snapshot::~Snapshot() = default;
+
+std::string Snapshot::default_name() const { return target_ ? "snapshot_object" : "snapshot"; }
+
+std::string Snapshot::directory(const TorchTrainerHook& hook) const {
+  return (fs::path(hook.out()) / filename_->directory()).lexically_normal().string();
+}
+
+std::string Snapshot::save(TorchTrainerHook& hook) {
+  const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
+  StateDict state;
+  state.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  state.set_int(kIterationKey, hook.iteration());
+  for (auto& entry : target_ ? target_->state_dict() : hook.state_dict()) {
+    state.set(entry.first, std::move(entry.second));
+  }
+  writer_->write(path, std::move(state), [this, &hook] { apply_retention(hook); });
+  return path;
+}
+
+void Snapshot::operator()(TorchTrainerHook& hook) {
+  if (condition_ && !condition_(hook)) return;
+  save(hook);
+}
+
+void Snapshot::on_error(TorchTrainerHook& hook, const std::exception_ptr& error) {
+  (void)error;
+  if (snapshot_on_error_) save(hook);
+}
+
+void Snapshot::finalize(TorchTrainerHook& hook) {
+  (void)hook;
+  writer_->finalize();
+}
+
+namespace {
+
+struct Candidate {
+  double progress;
+  std::string path;
+};
+
+// Files of `filename` in `directory`, newest progress first.
+std::vector<Candidate> candidates(const SnapshotFilename& filename, const std::string& directory) {
+  std::vector<Candidate> found;
+  std::error_code error;
+  for (fs::directory_iterator it(directory, error), end; !error && it != end;
+       it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (is_temp_file_name(name) || !it->is_regular_file(error)) continue;
+    if (auto progress = filename.progress_of(name)) found.push_back({*progress, it->path().string()});
+  }
+  std::stable_sort(found.begin(), found.end(), [](const Candidate& a, const Candidate& b) {
+    return a.progress != b.progress ? a.progress > b.progress : a.path > b.path;
+  });
+  return found;
+}
+
+}  // namespace
+
+void Snapshot::apply_retention(const TorchTrainerHook& hook) const {
+  if (n_retains_ < 0) return;
+  const auto files = candidates(*filename_, directory(hook));
+  for (size_t i = static_cast<size_t>(n_retains_); i < files.size(); ++i) {
+    std::error_code ignored;
+    fs::remove(files[i].path, ignored);
+  }
+}
+
+void Snapshot::resume(TorchTrainerHook& hook) {
+  if (!filename_->has_static_directory()) return;
+  const std::string dir = directory(hook);
+  for (const std::string& removed : remove_temp_files(dir)) {
+    std::cerr << "tth: snapshot: removed '" << removed << "' left by an interrupted write\n";
+  }
+  if (!autoload_) return;
+  for (const Candidate& candidate : candidates(*filename_, dir)) {
+    StateDict state;
+    try {
+      state = without_metadata(read_snapshot(candidate.path, loadfun_));
+    } catch (const FormatError& error) {
+      std::cerr << "tth: snapshot: autoload skips '" << candidate.path << "': " << error.what()
+                << '\n';
+      continue;
+    }
+    try {
+      if (target_) {
+        target_->load_state_dict(state, "snapshot_object");
+      } else {
+        hook.load_state_dict(state);
+      }
+    } catch (const StateError& error) {
+      // The file is sound but does not fit this training: falling back would hide that.
+      throw StateError(
+          fmt::format("snapshot: autoload of '{}' failed: {}", candidate.path, error.what()));
+    }
+    loaded_path_ = candidate.path;
+    std::cerr << "tth: snapshot: resumed from '" << candidate.path << "' (iteration "
+              << hook.iteration() << ")\n";
+    return;
+  }
+}
+
+std::shared_ptr<Snapshot> snapshot(SnapshotOptions options) {
+  return std::make_shared<Snapshot>(std::nullopt, std::move(options));
+}
+
+std::shared_ptr<Snapshot> snapshot_object(SnapshotTarget target, std::string filename,
+                                          SnapshotOptions options) {
+  options.filename_ = std::move(filename);
+  return std::make_shared<Snapshot>(std::move(target), std::move(options));
+}
+
+}  // namespace tth

@@ -1,0 +1,101 @@
+#include "tth/snapshot_file.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+
+#include "container/zip_reader.h"
+#include "tth/error.h"
+
+namespace tth {
+
+namespace {
+
+constexpr std::array<char, 4> kZipMagic = {'P', 'K', '\x03', '\x04'};
+constexpr std::array<char, 4> kEmptyZipMagic = {'P', 'K', '\x05', '\x06'};
+
+bool starts_like_zip(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw IOError("open", path, errno);
+  std::array<char, 4> head{};
+  const ssize_t got = ::pread(fd, head.data(), head.size(), 0);
+  const int error = errno;
+  ::close(fd);
+  if (got < 0) throw IOError("read", path, error);
+  return got == 4 && (head == kZipMagic || head == kEmptyZipMagic);
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+const char* to_string(FileFormat format) {
+  switch (format) {
+    case FileFormat::kTorchArchive:
+      return "LibTorch archive";
+    case FileFormat::kNpz:
+      return "npz";
+    case FileFormat::kOther:
+      break;
+  }
+  return "other";
+}
+
+FileFormat verify_file(const std::string& path) {
+  if (!starts_like_zip(path)) return FileFormat::kOther;
+  container::ZipReader reader(path);
+  reader.verify();
+  const auto& entries = reader.entries();
+  bool all_npy = true, has_pickle = false;
+  for (const auto& entry : entries) {
+    all_npy = all_npy && ends_with(entry.name, ".npy");
+    has_pickle = has_pickle || ends_with(entry.name, "/data.pkl");
+  }
+  if (has_pickle) return FileFormat::kTorchArchive;
+  if (all_npy) return FileFormat::kNpz;
+  return FileFormat::kOther;
+}
+
+StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
+  const FileFormat format = verify_file(path);
+  StateDict state;
+  if (format == FileFormat::kTorchArchive) {
+    state = torch_loadfun()(path);
+  } else if (format == FileFormat::kNpz) {
+    throw FormatError(fmt::format("'{}' is an npz file; this build reads only LibTorch archives",
+                                  path));
+  } else if (loadfun) {
+    state = loadfun(path);
+  } else {
+    throw FormatError(fmt::format(
+        "'{}' is neither a LibTorch archive nor an npz file (pass the loadfun of its savefun)",
+        path));
+  }
+  if (!state.contains(kFormatVersionKey)) {
+    throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot",
+                                  path, kFormatVersionKey));
+  }
+  const int64_t version = state.get_int(kFormatVersionKey);
+  if (version > kSnapshotFormatVersion || version < 1) {
+    throw FormatError(fmt::format("'{}' has format version {}, but this build reads versions 1 "
+                                  "to {}; upgrade TorchTrainerHook to load it",
+                                  path, version, kSnapshotFormatVersion));
+  }
+  return state;
+}
+
+StateDict without_metadata(const StateDict& state) {
+  StateDict rest;
+  for (const auto& [key, value] : state) {
+    if (key.compare(0, 4, "tth/") != 0) rest.set(key, value);
+  }
+  return rest;
+}
+
+}  // namespace tth

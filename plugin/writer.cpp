@@ -1,0 +1,18 @@
+#include "tth/writer.h"
+
+#include "tth/atomic_file.h"
+#include "tth/error.h"
+
+namespace tth {
+
+SimpleWriter::SimpleWriter(SaveFunction savefun) : savefun_(std::move(savefun)) {
+  if (!savefun_) throw Error("SimpleWriter: savefun must be callable");
+}
+
+void SimpleWriter::write(const std::string& path, StateDict state,
+                         const std::function<void()>& committed) {
+  atomic_write(path, [&](const std::string& temp) { savefun_(temp, state); });
+  if (committed) committed();
+}
+
+}  // namespace tth

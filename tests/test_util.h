@@ -1,0 +1,113 @@
+// Test helpers that need no LibTorch (the container tests use them alone): a temporary
+// directory, running commands and the Python oracle, file bytes, and a throw-with-message
+// check. support.h adds the LibTorch ones.
+#pragma once
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tth::test {
+
+/// The interpreter with Debian's numpy 1.24 and torch 1.13 (not the python3 first on PATH).
+inline constexpr char kPython[] = "/usr/bin/python3";
+
+/// A fresh directory under the system temp dir, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tth-test-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Expects `statement` to throw `type` whose what() contains `fragment`.
+#define EXPECT_THROW_WITH(statement, type, fragment)                              \
+  EXPECT_THROW(                                                                   \
+      {                                                                           \
+        try {                                                                     \
+          statement;                                                              \
+        } catch (const type& error) {                                             \
+          EXPECT_THAT(std::string(error.what()), ::testing::HasSubstr(fragment)); \
+          throw;                                                                  \
+        }                                                                         \
+      },                                                                          \
+      type)
+
+struct CommandResult {
+  int exit_code = -1;  // -1 if the command did not exit normally
+  std::string output;  // stdout and stderr, interleaved
+};
+
+/// Runs `command` with /bin/sh and returns its exit code and output.
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    result.output = "popen failed: " + std::string(std::strerror(errno));
+    return result;
+  }
+  char chunk[4096];
+  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0;) result.output.append(chunk, n);
+  const int status = ::pclose(pipe);
+  if (status != -1 && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+inline std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+/// Runs `script` with kPython and `args` as sys.argv[1:]; fails the test (never skips) if the
+/// interpreter is missing or the script exits non-zero. Returns the script's output.
+inline std::string python(const std::string& script, const std::vector<std::string>& args = {}) {
+  if (::access(kPython, X_OK) != 0) {
+    ADD_FAILURE() << kPython << " is missing: install python3-numpy and python3-torch";
+    return "";
+  }
+  std::string command = std::string(kPython) + " -c " + shell_quote(script);
+  for (const std::string& arg : args) command += " " + shell_quote(arg);
+  const CommandResult result = run_command(command);
+  EXPECT_EQ(result.exit_code, 0) << "python failed:\n" << script << "\n--- output:\n" << result.output;
+  return result.output;
+}
+
+using Bytes = std::vector<uint8_t>;
+
+inline Bytes read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_file(const std::string& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace tth::test
