@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Runs the benchmarks side by side in one process each (shared machines are noisy: compare
-# ratios within a run, not absolute numbers across runs) and prints the comparison table.
+# ratios within a run, not absolute numbers across runs) and prints the comparison tables:
+# the hook's per-iteration overhead, then what a snapshot costs against a raw write+fsync.
 #   benchmarks/run.sh [BUILD_DIR]
+# Snapshot files go to $TTH_BENCH_DIR, else to fresh directories under /var/tmp (not /tmp,
+# which may be a tmpfs). TTH_BENCH_REPETITIONS (default 5) sets the snapshot repetitions.
 set -euo pipefail
 build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
 json=$(mktemp)
-trap 'rm -f "$json"' EXIT
+snapshot_json=$(mktemp)
+python_json=$(mktemp)
+trap 'rm -f "$json" "$snapshot_json" "$python_json"' EXIT
 "$build/benchmarks/hook_overhead_benchmark" --benchmark_repetitions=5 \
   --benchmark_report_aggregates_only=true --benchmark_format=json >"$json"
 /usr/bin/python3 - "$json" <<'PY'
@@ -16,4 +22,39 @@ step = runs["BM_SmallMlpStep"]
 print(f"{'benchmark':32} {'median ns':>12} {'% of an MLP step':>18}")
 for name, ns in runs.items():
     print(f"{name:32} {ns:12.0f} {100 * ns / step:17.4f}%")
+PY
+
+# Snapshots: each C++ row against BM_RawWriteFsync, each Python row against Python's raw
+# write+fsync, per byte (the deflate state is smaller than the others).
+"$build/benchmarks/snapshot_benchmark" --benchmark_repetitions="${TTH_BENCH_REPETITIONS:-5}" \
+  --benchmark_report_aggregates_only=true --benchmark_format=json >"$snapshot_json"
+/usr/bin/python3 "$here/python_baselines.py" >"$python_json"
+/usr/bin/python3 - "$snapshot_json" "$python_json" <<'PY'
+import json, sys
+MIB = 1 << 20
+PYTHON_MIB = 64  # python_baselines.py writes 16 arrays of 4 MiB
+rows, failed = [], []
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    name = b["run_name"].split("/")[0]
+    if b.get("error_occurred"):
+        failed.append(f"{name}: {b.get('error_message', 'error')}")
+    elif b.get("aggregate_name") == "median":
+        assert b["time_unit"] == "ms", b["time_unit"]
+        ms, bps = b["real_time"], b["bytes_per_second"]
+        rows.append((name, bps * ms / 1000 / MIB, ms))
+if failed:
+    sys.exit("snapshot_benchmark failed: " + "; ".join(failed))
+python = [json.loads(line) for line in open(sys.argv[2]) if line.strip()]
+rows += [(p["name"], PYTHON_MIB, p["ms"]) for p in python]
+
+def per_mib(name):
+    return next(ms / mib for n, mib, ms in rows if n == name)
+
+print()
+print(f"{'snapshot (median of repetitions)':32} {'MiB':>5} {'median ms':>10} {'MB/s':>8} "
+      f"{'x raw write+fsync':>18}")
+for name, mib, ms in rows:
+    raw = per_mib("python_raw_write_fsync" if name.startswith("python_") else "BM_RawWriteFsync")
+    print(f"{name:32} {mib:5.0f} {ms:10.1f} {mib * MIB / 1e3 / ms:8.0f} "
+          f"{ms / mib / raw:17.2f}x")
 PY

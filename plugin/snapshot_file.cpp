@@ -9,6 +9,7 @@
 
 #include "container/zip_reader.h"
 #include "tth/error.h"
+#include "tth/npz.h"
 
 namespace tth {
 
@@ -68,8 +69,7 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
   if (format == FileFormat::kTorchArchive) {
     state = torch_loadfun()(path);
   } else if (format == FileFormat::kNpz) {
-    throw FormatError(fmt::format("'{}' is an npz file; this build reads only LibTorch archives",
-                                  path));
+    state = npz_loadfun()(path);
   } else if (loadfun) {
     state = loadfun(path);
   } else {

@@ -9,6 +9,7 @@ packages=(
   libtorch-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libdeflate-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy unzip
+  clang libclang-rt-14-dev  # the libFuzzer target (ctest -L fuzz)
 )
 
 missing=()

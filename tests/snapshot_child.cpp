@@ -2,7 +2,7 @@
 // happens in a fresh process and crashes can be real SIGKILLs.
 //
 //   snapshot_child train --out DIR --result FILE --optimizer adam|sgd --iterations N
-//                        --snapshot-at K [--stop-at S]
+//                        --snapshot-at K [--stop-at S] [--savefun torch|npz]
 //       Trains N iterations (or stops at S), taking a snapshot at K and resuming from the
 //       newest snapshot in DIR if any. Writes the losses of the iterations it ran and its
 //       final state (without the elapsed time) to FILE.
@@ -70,6 +70,7 @@ int train(const std::map<std::string, std::string>& args) {
               "lr_schedule", {1, tth::epoch}, tth::priority::kEditor);
   tth::SnapshotOptions options;
   options.autoload(true);
+  if (get(args, "--savefun", "torch") == "npz") options.savefun(tth::npz_savefun());
   hook.extend(tth::snapshot(options), std::nullopt,
               std::make_shared<tth::ManualScheduleTrigger>(std::vector<double>{snapshot_at},
                                                            tth::iteration));

@@ -448,9 +448,10 @@ std::string child(const std::string& args) {
   return result.output;
 }
 
-void expect_bit_exact_resume(const std::string& optimizer) {
+void expect_bit_exact_resume(const std::string& optimizer, const std::string& savefun = "torch") {
   TempDir dir;
-  const std::string common = " --optimizer " + optimizer + " --iterations 20 --snapshot-at 8";
+  const std::string common = " --optimizer " + optimizer +
+                             " --iterations 20 --snapshot-at 8 --savefun " + savefun;
   child("train --out " + shell_quote(dir / "straight") + " --result " +
         shell_quote(dir / "straight.pt") + common);
   child("train --out " + shell_quote(dir / "resumed") + " --result " +
@@ -481,6 +482,10 @@ void expect_bit_exact_resume(const std::string& optimizer) {
 
 TEST(Resume, BitExactWithAdamInAFreshProcess) { expect_bit_exact_resume("adam"); }
 TEST(Resume, BitExactWithSgdMomentumInAFreshProcess) { expect_bit_exact_resume("sgd"); }
+TEST(Resume, BitExactFromAnNpzSnapshot) {
+  expect_bit_exact_resume("adam", "npz");
+  expect_bit_exact_resume("sgd", "npz");
+}
 
 // Starts `snapshot_child crash-loop`, waits until it reports `ready_lines` snapshots, then
 // SIGKILLs it after a random delay.

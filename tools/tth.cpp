@@ -4,6 +4,9 @@
 //                          shape and size in bytes
 //   tth verify FILE...     checks each file's container (every CRC-32) and format version;
 //                          prints "ok FILE" or the first problem, exits 1 if any file fails
+//   tth convert IN OUT [--to npz|torch]
+//                          rewrites a snapshot in the other format (default: the one IN is
+//                          not in), atomically
 //
 // Exit codes: 0 success, 1 a file failed, 2 bad usage.
 #include <fmt/format.h>
@@ -12,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "tth/atomic_file.h"
 #include "tth/error.h"
+#include "tth/npz.h"
 #include "tth/snapshot_file.h"
 
 namespace {
@@ -22,7 +27,8 @@ constexpr int kUsage = 2;
 
 int usage() {
   std::cerr << "usage: tth inspect FILE\n"
-               "       tth verify FILE...\n";
+               "       tth verify FILE...\n"
+               "       tth convert IN OUT [--to npz|torch]\n";
   return kUsage;
 }
 
@@ -64,6 +70,24 @@ int verify(const std::vector<std::string>& paths) {
   return status;
 }
 
+int convert(const std::string& in, const std::string& out, std::string to) {
+  const tth::FileFormat format = tth::verify_file(in);
+  const tth::StateDict state = tth::read_snapshot(in);
+  if (to.empty()) to = format == tth::FileFormat::kNpz ? "torch" : "npz";
+  tth::SaveFunction savefun;
+  if (to == "npz") {
+    savefun = tth::npz_savefun();
+  } else if (to == "torch") {
+    savefun = tth::torch_savefun();
+  } else {
+    return usage();
+  }
+  tth::atomic_write(out, [&](const std::string& temp) { savefun(temp, state); });
+  fmt::print("{} ({}) -> {} ({}), {} entries\n", in, tth::to_string(format), out,
+             to == "npz" ? "npz" : "LibTorch archive", state.size());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,6 +96,10 @@ int main(int argc, char** argv) {
   try {
     if (args[0] == "inspect" && args.size() == 2) return inspect(args[1]);
     if (args[0] == "verify") return verify({args.begin() + 1, args.end()});
+    if (args[0] == "convert" && args.size() == 3) return convert(args[1], args[2], "");
+    if (args[0] == "convert" && args.size() == 5 && args[3] == "--to") {
+      return convert(args[1], args[2], args[4]);
+    }
   } catch (const tth::Error& error) {
     std::cerr << "tth: " << error.what() << '\n';
     return kFailed;

@@ -6,6 +6,7 @@
 #include "tth/atomic_file.h"
 #include "tth/error.h"
 #include "tth/extension.h"
+#include "tth/npz.h"
 #include "tth/reporter.h"
 #include "tth/savefun.h"
 #include "tth/snapshot.h"

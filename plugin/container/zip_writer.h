@@ -84,6 +84,7 @@ class ZipWriter {
   void append_central_entry(const Member& member, std::vector<uint8_t>& out) const;
   void deflate(const uint8_t* data, std::size_t size, bool finish);
   void emit(const void* data, std::size_t size);
+  void start_writeback(uint64_t offset, std::size_t size);
   void flush();
 
   int fd_;

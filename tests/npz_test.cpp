@@ -1,0 +1,362 @@
+#include <fmt/format.h>
+
+#include <map>
+
+#include "support.h"
+
+namespace tth {
+namespace {
+
+using test::python;
+using test::read_file;
+using test::run_command;
+using test::same_tensor;
+using test::shell_quote;
+using test::TempDir;
+using test::write_file;
+
+const std::vector<std::vector<int64_t>> kShapes = {{}, {0}, {3}, {2, 3}, {0, 5}, {2, 1, 3}};
+
+struct DtypeCase {
+  at::ScalarType dtype;
+  std::string numpy;  // numpy's dtype.str for what we write
+};
+const std::vector<DtypeCase> kDtypes = {
+    {at::kBool, "|b1"},       {at::kChar, "|i1"},         {at::kByte, "|u1"},
+    {at::kShort, "<i2"},      {at::kInt, "<i4"},          {at::kLong, "<i8"},
+    {at::kHalf, "<f2"},       {at::kFloat, "<f4"},        {at::kDouble, "<f8"},
+    {at::kComplexFloat, "<c8"}, {at::kComplexDouble, "<c16"}, {at::kBFloat16, "<f4"}};
+
+std::string python_shape(at::IntArrayRef sizes) {
+  if (sizes.size() == 1) return fmt::format("({},)", sizes[0]);
+  return fmt::format("({})", fmt::join(sizes, ", "));
+}
+
+std::string hex(const at::Tensor& tensor) {
+  const at::Tensor bytes = tensor.contiguous();
+  const auto* data = static_cast<const uint8_t*>(bytes.data_ptr());
+  std::string out;
+  for (size_t i = 0; i < bytes.nbytes(); ++i) out += fmt::format("{:02x}", data[i]);
+  return out;
+}
+
+at::Tensor sample(at::ScalarType dtype, const std::vector<int64_t>& shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  at::Tensor values = at::arange(numel, at::kDouble).reshape(shape) * 1.5 - 2;
+  if (dtype == at::kBool) return values.remainder(2).gt(0.5);
+  if (dtype == at::kByte) return values.abs().to(dtype);
+  if (at::isComplexType(dtype)) return at::complex(values, -values).to(dtype);
+  return values.to(dtype);
+}
+
+// Key, dtype, shape and data as numpy sees them, one line per array.
+constexpr const char* kDescribe = R"(
+import sys, numpy as np
+with np.load(sys.argv[1]) as f:
+    for k in f.files:
+        a = f[k]
+        if a.dtype.kind == 'U':
+            print(k, a.dtype.str, a.shape, repr(str(a)))
+        else:
+            print(k, a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes().hex())
+)";
+
+TEST(NpzSavefun, EveryDtypeAndShapeReadsInNumpyWithTheSameBytes) {
+  TempDir dir;
+  StateDict state;
+  std::vector<std::string> expected;
+  for (const auto& [dtype, numpy] : kDtypes) {
+    for (size_t s = 0; s < kShapes.size(); ++s) {
+      const std::string key = fmt::format("{}/s{}", c10::toString(dtype), s);
+      const at::Tensor value = sample(dtype, kShapes[s]);
+      state.set(key, value);
+      const at::Tensor as_numpy = dtype == at::kBFloat16 ? value.to(at::kFloat) : value;
+      expected.push_back(fmt::format("{} {} {} {}", key, numpy, python_shape(value.sizes()),
+                                     hex(as_numpy)));
+    }
+  }
+  // A non-contiguous tensor, a large one written in chunks, and texts.
+  const at::Tensor transposed = sample(at::kFloat, {3, 4}).t();
+  state.set("transposed", transposed);
+  expected.push_back("transposed <f4 (4, 3) " + hex(transposed));
+  const at::Tensor strided = at::arange(3 * 1024 * 1024, at::kFloat).reshape({3, 1024, 1024})
+                                 .transpose(1, 2);
+  state.set("chunked", strided);
+  expected.push_back("chunked <f4 (3, 1024, 1024) " + hex(strided));
+  state.set("text", std::string("h\xc3\xa9llo \xe2\x9c\x93"));
+  expected.push_back("text <U7 () 'h\xc3\xa9llo \xe2\x9c\x93'");
+  state.set("empty_text", std::string());
+  expected.push_back("empty_text <U1 () ''");
+
+  for (auto compression : {NpzCompression::kStored, NpzCompression::kDeflate}) {
+    const std::string path = dir / "all.npz";
+    npz_savefun(NpzOptions().compression(compression))(path, state);
+    std::string out = python(kDescribe, {path});
+    for (const std::string& line : expected) {
+      EXPECT_NE(out.find(line + "\n"), std::string::npos) << line.substr(0, 120);
+    }
+    // The bfloat16 arrays are listed for the way back, and everything reads back equal.
+    EXPECT_NE(out.find("tth/npz_dtypes <U"), std::string::npos);
+    const StateDict back = read_npz(path);
+    ASSERT_EQ(back.size(), state.size());
+    for (const auto& [key, value] : state) {
+      if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+        EXPECT_TRUE(same_tensor(back.tensor(key), *tensor)) << key;
+      } else {
+        EXPECT_EQ(back.text(key), std::get<std::string>(value)) << key;
+      }
+    }
+  }
+}
+
+TEST(NpzSavefun, ContainerPassesZipfileAndUnzipAndAFlippedByteFailsBothReaders) {
+  TempDir dir;
+  StateDict state;
+  state.set("w", at::arange(1000, at::kFloat));
+  state.set_int("n", 3);
+  npz_savefun()(dir / "a.npz", state);
+  EXPECT_NE(python("import sys, zipfile\nprint(zipfile.ZipFile(sys.argv[1]).testzip())",
+                   {dir / "a.npz"})
+                .find("None"),
+            std::string::npos);
+  const auto unzip = run_command("unzip -t " + shell_quote(dir / "a.npz"));
+  EXPECT_EQ(unzip.exit_code, 0) << unzip.output;
+  auto bytes = read_file(dir / "a.npz");
+  bytes[64 + 500] ^= 0x10;  // inside w's data (stored members start at offset 0)
+  write_file(dir / "bad.npz", bytes);
+  EXPECT_THROW_WITH(read_npz(dir / "bad.npz"), FormatError, "CRC-32 mismatch");
+  EXPECT_THROW_WITH(read_snapshot(dir / "bad.npz"), FormatError, "member 'w.npy'");
+  EXPECT_NE(python(R"(
+import sys, numpy as np
+try:
+    np.load(sys.argv[1])['w']
+    print('numpy read it')
+except Exception as e:
+    print('numpy failed:', e)
+)",
+                   {dir / "bad.npz"})
+                .find("numpy failed: Bad CRC-32"),
+            std::string::npos);
+}
+
+TEST(NpzSavefun, RejectsWhatNumpyCannotHold) {
+  TempDir dir;
+  StateDict state;
+  state.set("q", at::zeros({2}, at::kComplexHalf));
+  EXPECT_THROW_WITH(npz_savefun()(dir / "x.npz", state), Error, "key 'q' has dtype ComplexHalf");
+  StateDict text;
+  text.set("t", std::string("\xff\xfe"));
+  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "key 't' holds a text that is not UTF-8");
+  EXPECT_THROW_WITH(npz_savefun(NpzOptions().level(12)), Error, "level must be -1 or 0..9, got 12");
+}
+
+TEST(NpzSavefun, MoreThan65535EntriesUseZip64) {
+  TempDir dir;
+  StateDict state;
+  for (int i = 0; i < 70000; ++i) state.set_int(fmt::format("k{}", i), i);
+  npz_savefun()(dir / "many.npz", state);
+  const std::string out = python(R"(
+import sys, zipfile, numpy as np
+z = zipfile.ZipFile(sys.argv[1])
+print('entries', len(z.infolist()))
+print('value', int(np.load(sys.argv[1])['k69999']))
+)",
+                                 {dir / "many.npz"});
+  EXPECT_NE(out.find("entries 70000"), std::string::npos) << out;
+  EXPECT_NE(out.find("value 69999"), std::string::npos) << out;
+  EXPECT_EQ(read_npz(dir / "many.npz").size(), 70000u);
+}
+
+TEST(ReadNpz, ReadsNumpySavezAndSavezCompressedOfEveryDtype) {
+  TempDir dir;
+  const std::string out = python(R"(
+import sys, numpy as np
+arrays = {}
+for name in ['?', 'i1', 'u1', 'i2', 'i4', 'i8', 'f2', 'f4', 'f8', 'c8', 'c16']:
+    for i, shape in enumerate([(), (0,), (3,), (2, 3), (0, 5), (2, 1, 3)]):
+        n = int(np.prod(shape))
+        a = (np.arange(n) * 3 - 4).reshape(shape)
+        arrays[f'{name}/s{i}'] = (a % 2 == 1) if name == '?' else (abs(a) if name == 'u1' else a).astype(name)
+arrays['big/i4'] = np.arange(6, dtype='>i4').reshape(2, 3)
+arrays['big/f8'] = np.linspace(0, 1, 5).astype('>f8')
+arrays['big/c16'] = (np.arange(3) + 1j).astype('>c16')
+arrays['fortran/f4'] = np.asfortranarray(np.arange(6, dtype='f4').reshape(2, 3))
+arrays['fortran/3d'] = np.asfortranarray(np.arange(24, dtype='i8').reshape(2, 3, 4))
+arrays['text'] = np.array('caf\u00e9')
+np.savez(sys.argv[1], none=np.array(None), **arrays)
+np.savez_compressed(sys.argv[2], none=np.array(None), **arrays)
+for k, a in arrays.items():
+    if a.dtype.kind == 'U':
+        continue
+    le = np.ascontiguousarray(a).astype(a.dtype.newbyteorder('<'))
+    print(k, le.dtype.str, a.shape, le.tobytes().hex())
+)",
+                                 {dir / "plain.npz", dir / "compressed.npz"});
+  std::map<std::string, std::string> expected;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    expected[line.substr(0, line.find(' '))] = line;
+  }
+  ASSERT_GE(expected.size(), 70u);
+  const std::map<at::ScalarType, std::string> numpy_of = {
+      {at::kBool, "|b1"},  {at::kChar, "|i1"},  {at::kByte, "|u1"},   {at::kShort, "<i2"},
+      {at::kInt, "<i4"},   {at::kLong, "<i8"},  {at::kHalf, "<f2"},   {at::kFloat, "<f4"},
+      {at::kDouble, "<f8"}, {at::kComplexFloat, "<c8"}, {at::kComplexDouble, "<c16"}};
+  for (const std::string file : {"plain.npz", "compressed.npz"}) {
+    const StateDict state = read_npz(dir / file);
+    EXPECT_FALSE(state.contains("none"));  // a 0-d object array (Chainer's None) is absent
+    EXPECT_EQ(state.text("text"), "caf\xc3\xa9");
+    for (const auto& [key, line] : expected) {
+      ASSERT_TRUE(state.contains(key)) << key;
+      const at::Tensor& tensor = state.tensor(key);
+      EXPECT_EQ(fmt::format("{} {} {} {}", key, numpy_of.at(tensor.scalar_type()),
+                            python_shape(tensor.sizes()), hex(tensor)),
+                line)
+          << file;
+    }
+  }
+}
+
+TEST(ReadNpz, ForeignMembersAndGarbageAreFormatErrors) {
+  TempDir dir;
+  python("import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('a.txt', 'x')",
+         {dir / "txt.npz"});
+  EXPECT_THROW_WITH(read_npz(dir / "txt.npz"), FormatError, "member 'a.txt': not an .npy array");
+  python(R"(
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    z.writestr('a.npy', b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1000000,), }" + b' ' * 45 + b'\n' + b'\0' * 16)
+)",
+         {dir / "lying.npz"});
+  EXPECT_THROW_WITH(read_npz(dir / "lying.npz"), FormatError, "the header declares 8000000 data bytes");
+  write_file(dir / "junk.npz", {'P', 'K', 3, 4, 0, 0});
+  EXPECT_THROW(read_npz(dir / "junk.npz"), FormatError);
+}
+
+// A module laid out like a Chainer model with links l1 and l2.
+struct Net : torch::nn::Module {
+  Net() : l1(register_module("l1", torch::nn::Linear(3, 4))), l2(register_module("l2", torch::nn::Linear(4, 2))) {}
+  torch::nn::Linear l1, l2;
+};
+
+constexpr const char* kChainerSnapshot = R"(
+import sys, numpy as np
+p = 'updater/model:main/predictor/'
+np.savez_compressed(sys.argv[1], **{
+    p + 'l1/W': np.arange(12, dtype='f4').reshape(4, 3) / 10,
+    p + 'l1/b': np.array([1, 2, 3, 4], dtype='f4'),
+    p + 'l2/W': (np.arange(8).reshape(2, 4) / 4).astype('f2'),
+    p + 'l2/b': np.array([-1, 1], dtype='f4'),
+    'updater/iteration': np.array(1200),
+    'updater/optimizer:main/t': np.array(1200),
+    'extensions/LogReport/_log': np.array('[]'),
+    'updater/iterator:main/order': np.array(None),
+})
+)";
+
+TEST(LoadNpz, LoadsAChainerModelWithAPrefixAndTheChainerKeyMap) {
+  TempDir dir;
+  python(kChainerSnapshot, {dir / "chainer.npz"});
+  Net net;
+  load_npz(dir / "chainer.npz", net,
+           NpzLoadOptions().prefix("updater/model:main/predictor/").key_map(chainer_names));
+  EXPECT_TRUE(same_tensor(net.l1->weight, at::arange(12, at::kFloat).reshape({4, 3}) / 10));
+  EXPECT_TRUE(same_tensor(net.l1->bias, at::tensor({1.f, 2.f, 3.f, 4.f})));
+  // float16 in the file, float32 in the module: converted.
+  EXPECT_TRUE(same_tensor(net.l2->weight, (at::arange(8, at::kDouble).reshape({2, 4}) / 4).to(at::kFloat)));
+  EXPECT_EQ(chainer_names("bn/avg_mean"), "bn.running_mean");
+  EXPECT_EQ(chainer_names("W"), "weight");
+  EXPECT_EQ(chainer_names("l1/Wx"), "l1.Wx");
+}
+
+TEST(LoadNpz, StrictnessIgnoredNamesShapesAndLossyDtypesAreChecked) {
+  TempDir dir;
+  python(kChainerSnapshot, {dir / "chainer.npz"});
+  const auto options = NpzLoadOptions().prefix("updater/").key_map([](const std::string& key) {
+    return chainer_names(key.rfind("model:main/predictor/", 0) == 0 ? key.substr(21) : key);
+  });
+  Net net;
+  const at::Tensor before = net.l1->weight.clone();
+  EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", net, options), StateError,
+                    "key 'iteration' of the file has no place in the module");
+  EXPECT_TRUE(same_tensor(net.l1->weight, before));  // nothing changed
+  load_npz(dir / "chainer.npz", net, NpzLoadOptions(options).ignore({"iteration", "optimizer:main/t"}));
+  EXPECT_FALSE(same_tensor(net.l1->weight, before));
+  Net other;
+  load_npz(dir / "chainer.npz", other, NpzLoadOptions(options).strict(false));
+  EXPECT_TRUE(same_tensor(other.l1->weight, net.l1->weight));
+
+  struct Wide : torch::nn::Module {
+    Wide() { l1 = register_module("l1", torch::nn::Linear(3, 5)); }
+    torch::nn::Linear l1{nullptr};
+  } wide;
+  EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", wide,
+                             NpzLoadOptions().prefix("updater/model:main/predictor/").key_map(chainer_names).strict(false)),
+                    StateError, "key 'l1.weight' holds Float[4, 3] but the module has Float[5, 3]");
+  Net missing;
+  EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", missing, NpzLoadOptions().prefix("nothing/")),
+                    StateError, "key 'l1.weight' of the module is not in the file");
+  StateDict doubles;
+  doubles.set("l1.weight", at::zeros({4, 3}, at::kDouble));
+  doubles.set("l1.bias", at::zeros({4}));
+  doubles.set("l2.weight", at::zeros({2, 4}));
+  doubles.set("l2.bias", at::zeros({2}));
+  npz_savefun()(dir / "doubles.npz", doubles);
+  EXPECT_THROW_WITH(load_npz(dir / "doubles.npz", missing), StateError,
+                    "key 'l1.weight' holds Double values, which do not convert to Float without loss");
+}
+
+TEST(LoadNpz, LoadsOptimizerStateFromAnNpzSnapshot) {
+  TempDir dir;
+  torch::manual_seed(0);
+  Net net;
+  auto optimizer = std::make_shared<torch::optim::Adam>(net.parameters(), torch::optim::AdamOptions(0.02));
+  TorchTrainerHook hook{HookOptions(4).out(dir.path().string())};
+  hook.add_optimizer("main", optimizer);
+  hook.extend(snapshot(SnapshotOptions().savefun(npz_savefun()).filename("s.npz")), std::nullopt,
+              {2, iteration});
+  for (int i = 0; i < 2; ++i) {
+    hook.run_iteration([&] {
+      optimizer->zero_grad();
+      net.l2->forward(net.l1->forward(torch::randn({2, 3}))).sum().backward();
+      optimizer->step();
+    });
+  }
+  EXPECT_EQ(verify_file(dir / "s.npz"), FileFormat::kNpz);
+  Net fresh;
+  torch::optim::Adam target(fresh.parameters(), torch::optim::AdamOptions(0.5));
+  load_npz(dir / "s.npz", target, NpzLoadOptions().prefix("optimizers/main/"));
+  EXPECT_DOUBLE_EQ(target.param_groups()[0].options().get_lr(), 0.02);
+  EXPECT_EQ(target.state().size(), 4u);
+}
+
+TEST(Tool, ConvertsBetweenFormatsAndInspectsNpz) {
+  TempDir dir;
+  StateDict state;
+  state.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  state.set_int(kIterationKey, 7);
+  state.set("models/main/w", at::arange(6, at::kFloat).reshape({2, 3}));
+  state.set("models/main/h", at::ones({2}, at::kBFloat16));
+  state.set("extensions/log/json", std::string("[1, 2]"));
+  torch_savefun()(dir / "a.pt", state);
+  const std::string tool = TTH_TOOL;
+  auto result = run_command(tool + " convert " + shell_quote(dir / "a.pt") + " " + shell_quote(dir / "b.npz"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(verify_file(dir / "b.npz"), FileFormat::kNpz);
+  result = run_command(tool + " convert " + shell_quote(dir / "b.npz") + " " + shell_quote(dir / "c.pt"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const StateDict back = read_snapshot(dir / "c.pt");
+  ASSERT_EQ(back.size(), state.size());
+  EXPECT_TRUE(same_tensor(back.tensor("models/main/h"), state.tensor("models/main/h")));
+  EXPECT_TRUE(same_tensor(back.tensor("models/main/w"), state.tensor("models/main/w")));
+  EXPECT_EQ(back.text("extensions/log/json"), "[1, 2]");
+  const auto inspect = run_command(tool + " inspect " + shell_quote(dir / "b.npz"));
+  EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: npz"));
+  EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 7"));
+  EXPECT_THAT(inspect.output, ::testing::ContainsRegex("models/main/h +BFloat16 +\\(2\\)"));
+  EXPECT_EQ(run_command(tool + " verify " + shell_quote(dir / "b.npz")).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace tth
