@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "container/endian.h"
 #include "container/npy.h"
@@ -79,33 +80,41 @@ at::ScalarType torch_dtype(DType dtype) {
 // ---- UTF-8 <-> UTF-32 for numpy's unicode arrays ----
 
 std::u32string utf8_to_utf32(const std::string& text, const std::string& key) {
+  const auto fail = [&] {
+    throw Error(fmt::format("npz_savefun: key '{}' holds a text that is not valid UTF-8", key));
+  };
   std::u32string out;
   for (size_t i = 0; i < text.size();) {
     const auto byte = static_cast<uint8_t>(text[i]);
     const int length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3
                                       : (byte >> 3) == 0x1E ? 4 : 0;
-    if (length == 0 || i + length > text.size()) {
-      throw Error(fmt::format("npz_savefun: key '{}' holds a text that is not UTF-8", key));
-    }
+    if (length == 0 || i + length > text.size()) fail();
     char32_t code = length == 1 ? byte : byte & (0x7F >> length);
     for (int k = 1; k < length; ++k) {
       const auto next = static_cast<uint8_t>(text[i + k]);
-      if ((next & 0xC0) != 0x80) {
-        throw Error(fmt::format("npz_savefun: key '{}' holds a text that is not UTF-8", key));
-      }
+      if ((next & 0xC0) != 0x80) fail();
       code = (code << 6) | (next & 0x3F);
     }
+    // Overlong forms, surrogates and values past Unicode are not UTF-8 (and numpy refuses
+    // such code points on the way back).
+    static constexpr char32_t kMinimum[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < kMinimum[length] || (code >= 0xD800 && code <= 0xDFFF) || code > 0x10FFFF) fail();
     out.push_back(code);
     i += static_cast<size_t>(length);
   }
   return out;
 }
 
-std::string utf32_to_utf8(const uint8_t* data, size_t chars, const std::string& context) {
+std::string utf32_to_utf8(const uint8_t* data, size_t chars, bool big_endian,
+                          const std::string& context) {
+  const auto code_at = [&](size_t i) {
+    const uint32_t code = container::load_le32(data + 4 * i);
+    return big_endian ? __builtin_bswap32(code) : code;
+  };
+  while (chars > 0 && code_at(chars - 1) == 0) --chars;  // numpy pads with trailing NULs
   std::string out;
   for (size_t i = 0; i < chars; ++i) {
-    const uint32_t code = container::load_le32(data + 4 * i);
-    if (code == 0) break;  // numpy pads with NULs
+    const uint32_t code = code_at(i);
     if (code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
       throw FormatError(fmt::format("{}: invalid code point {:#x} in a unicode array", context, code));
     }
@@ -215,8 +224,13 @@ at::Tensor empty_for_filling(const std::vector<int64_t>& shape, at::ScalarType d
 #ifdef MADV_HUGEPAGE
   ::madvise(memory, rounded, MADV_HUGEPAGE);  // advice only: ignoring a failure is right
 #endif
-  return at::from_blob(memory, shape, [](void* data) { std::free(data); },
-                       at::TensorOptions().dtype(dtype));
+  try {
+    return at::from_blob(memory, shape, [](void* data) { std::free(data); },
+                         at::TensorOptions().dtype(dtype));
+  } catch (...) {
+    std::free(memory);
+    throw;
+  }
 }
 
 // Receives one member's bytes: buffers the .npy header, then fills the array in place.
@@ -250,7 +264,7 @@ class MemberSink {
     if (skipped_) return std::nullopt;
     if (!parsed_ || filled_ != body_size_) throw FormatError(context_ + ": truncated array");
     if (header_info_.dtype == DType::kUnicode) {
-      return utf32_to_utf8(text_.data(), text_.size() / 4, context_);
+      return utf32_to_utf8(text_.data(), text_.size() / 4, header_info_.big_endian, context_);
     }
     byteswap_if_needed();
     if (!header_info_.fortran_order || tensor_.dim() < 2) return tensor_;
@@ -299,7 +313,13 @@ class MemberSink {
       body_ = text_.data();
       return;
     }
-    std::vector<int64_t> shape(header_info_.shape.begin(), header_info_.shape.end());
+    std::vector<int64_t> shape;
+    for (uint64_t dim : header_info_.shape) {
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        throw FormatError(fmt::format("{}: dimension {} is too large", context_, dim));
+      }
+      shape.push_back(static_cast<int64_t>(dim));
+    }
     if (header_info_.fortran_order) std::reverse(shape.begin(), shape.end());
     tensor_ = empty_for_filling(shape, torch_dtype(header_info_.dtype), body_size_);
     body_ = static_cast<uint8_t*>(tensor_.data_ptr());
@@ -338,14 +358,14 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 
 // Whether `from` converts to `to` without losing values.
 bool lossless(at::ScalarType from, at::ScalarType to) {
-  if (from == to) return true;
-  if (from == at::kBool) return true;
+  if (from == to || from == at::kBool) return true;
+  if (to == at::kBool) return false;
   const bool from_float = at::isFloatingType(from), to_float = at::isFloatingType(to);
   const bool to_complex = at::isComplexType(to);
   const auto size = [](at::ScalarType t) { return c10::elementSize(t); };
   if (at::isComplexType(from)) return to_complex && size(to) > size(from);
   if (from_float) {
-    if (to_complex) return size(to) / 2 > size(from);
+    if (to_complex) return size(to) / 2 >= size(from);
     // float16 and bfloat16 each fit float32; neither fits the other.
     return to_float && size(to) > size(from);
   }

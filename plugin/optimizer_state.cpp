@@ -172,6 +172,20 @@ void dispatch(const torch::optim::Optimizer& optimizer, Fn&& fn) {
                           typeid(optimizer).name()));
 }
 
+// "state/<g>/<i>/" of every parameter that has state in `state`.
+std::set<std::string> stepped_parameters(const StateDict& state) {
+  std::set<std::string> stepped;
+  for (const auto& entry : state) {
+    const std::string& key = entry.first;
+    if (key.compare(0, 6, "state/") != 0) continue;
+    const size_t group_end = key.find('/', 6);
+    const size_t index_end =
+        group_end == std::string::npos ? group_end : key.find('/', group_end + 1);
+    if (index_end != std::string::npos) stepped.insert(key.substr(0, index_end + 1));
+  }
+  return stepped;
+}
+
 std::string group_prefix(size_t g) { return fmt::format("param_groups/{}/", g); }
 std::string state_prefix(size_t g, size_t i) { return fmt::format("state/{}/{}/", g, i); }
 
@@ -202,6 +216,7 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
                            bool strict, const std::string& prefix) {
   const std::string what = "optimizer state '" + prefix + "'";
   std::set<std::string> known;
+  const std::set<std::string> stepped = stepped_parameters(state);
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     auto options = options_tag;
     auto param_state = state_tag;
@@ -211,7 +226,9 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
       fields(group, options);
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
-        Checker checker{state, state_prefix(g, i), what, false, known, &params[i]};
+        // A parameter's state is absent (never stepped) or complete.
+        const bool present = stepped.count(state_prefix(g, i)) != 0;
+        Checker checker{state, state_prefix(g, i), what, present, known, &params[i]};
         fields(checker, param_state);
       }
     }
@@ -228,15 +245,7 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
 }
 
 void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state) {
-  // "state/<g>/<i>/" of every parameter that has state in `state`.
-  std::set<std::string> stepped;
-  for (const auto& entry : state) {
-    const std::string& key = entry.first;
-    if (key.compare(0, 6, "state/") != 0) continue;
-    const size_t group_end = key.find('/', 6);
-    const size_t index_end = group_end == std::string::npos ? group_end : key.find('/', group_end + 1);
-    if (index_end != std::string::npos) stepped.insert(key.substr(0, index_end + 1));
-  }
+  const std::set<std::string> stepped = stepped_parameters(state);
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     using Options = decltype(options_tag);
     using State = decltype(state_tag);

@@ -23,16 +23,24 @@ void save_archive(torch::serialize::OutputArchive& archive, const std::string& p
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) throw IOError("open", path, errno);
   int error = 0;
-  archive.save_to([&](const void* data, size_t size) -> size_t {
-    const auto* bytes = static_cast<const char*>(data);
-    for (size_t done = 0; error == 0 && done < size;) {
-      const ssize_t written = ::write(fd, bytes + done, size - done);
-      if (written < 0 && errno == EINTR) continue;
-      if (written < 0) error = errno;
-      else done += static_cast<size_t>(written);
-    }
-    return size;
-  });
+  try {
+    archive.save_to([&](const void* data, size_t size) -> size_t {
+      const auto* bytes = static_cast<const char*>(data);
+      for (size_t done = 0; error == 0 && done < size;) {
+        const ssize_t written = ::write(fd, bytes + done, size - done);
+        if (written < 0 && errno == EINTR) continue;
+        if (written < 0) {
+          error = errno;
+        } else {
+          done += static_cast<size_t>(written);
+        }
+      }
+      return size;
+    });
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
   if (::close(fd) != 0 && error == 0) error = errno;
   if (error != 0) throw IOError("write", path, error);
 }
@@ -51,7 +59,7 @@ LoadFunction torch_loadfun() {
   return [](const std::string& path) {
     try {
       torch::serialize::InputArchive archive;
-      archive.load_from(path);
+      archive.load_from(path, at::kCPU);  // a CUDA snapshot loads on a CPU-only machine too
       return read_values(archive, "'" + path + "'", /*scalars=*/true);
     } catch (const c10::Error& error) {
       throw FormatError(fmt::format("'{}' is not a readable LibTorch archive: {}", path,

@@ -89,7 +89,7 @@ std::string Snapshot::save(TorchTrainerHook& hook) {
   for (auto& entry : target_ ? target_->state_dict() : hook.state_dict()) {
     state.set(entry.first, std::move(entry.second));
   }
-  writer_->write(path, std::move(state), [this, &hook] { apply_retention(hook); });
+  writer_->write(path, std::move(state), [this, &hook, path] { apply_retention(hook, path); });
   return path;
 }
 
@@ -133,10 +133,21 @@ std::vector<Candidate> candidates(const SnapshotFilename& filename, const std::s
 
 }  // namespace
 
-void Snapshot::apply_retention(const TorchTrainerHook& hook) const {
+void Snapshot::apply_retention(const TorchTrainerHook& hook, const std::string& written) const {
   if (n_retains_ < 0) return;
-  const auto files = candidates(*filename_, directory(hook));
-  for (size_t i = static_cast<size_t>(n_retains_); i < files.size(); ++i) {
+  // Only files up to the progress just written compete: a file from further along (another
+  // run, or a damaged one autoload skipped) is not ours to judge, and the new file stays.
+  const double current = filename_->progress_of(fs::path(written).filename().string()).value_or(0);
+  std::vector<Candidate> files;
+  std::error_code ignored_error;
+  for (auto& candidate : candidates(*filename_, directory(hook))) {
+    if (candidate.progress <= current &&
+        !fs::equivalent(candidate.path, written, ignored_error)) {
+      files.push_back(candidate);
+    }
+  }
+  const size_t keep = static_cast<size_t>(n_retains_) - 1;  // the new file is one of the N
+  for (size_t i = keep; i < files.size(); ++i) {
     std::error_code ignored;
     fs::remove(files[i].path, ignored);
   }

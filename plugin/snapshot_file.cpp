@@ -66,22 +66,30 @@ FileFormat verify_file(const std::string& path) {
 StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
   const FileFormat format = verify_file(path);
   StateDict state;
-  if (format == FileFormat::kTorchArchive) {
-    state = torch_loadfun()(path);
-  } else if (format == FileFormat::kNpz) {
-    state = npz_loadfun()(path);
-  } else if (loadfun) {
-    state = loadfun(path);
-  } else {
+  if (format == FileFormat::kOther && !loadfun) {
     throw FormatError(fmt::format(
         "'{}' is neither a LibTorch archive nor an npz file (pass the loadfun of its savefun)",
         path));
   }
-  if (!state.contains(kFormatVersionKey)) {
-    throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot",
-                                  path, kFormatVersionKey));
+  int64_t version = 0;
+  try {
+    state = format == FileFormat::kTorchArchive ? torch_loadfun()(path)
+            : format == FileFormat::kNpz        ? npz_loadfun()(path)
+                                                : loadfun(path);
+    if (!state.contains(kFormatVersionKey)) {
+      throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot",
+                                    path, kFormatVersionKey));
+    }
+    version = state.get_int(kFormatVersionKey);
+  } catch (const FormatError&) {
+    throw;
+  } catch (const IOError&) {
+    throw;
+  } catch (const std::exception& error) {
+    // Whatever else reading a file throws (a wrongly typed entry, LibTorch refusing a value)
+    // means the file is not a usable snapshot.
+    throw FormatError(fmt::format("'{}' is not a usable snapshot: {}", path, error.what()));
   }
-  const int64_t version = state.get_int(kFormatVersionKey);
   if (version > kSnapshotFormatVersion || version < 1) {
     throw FormatError(fmt::format("'{}' has format version {}, but this build reads versions 1 "
                                   "to {}; upgrade TorchTrainerHook to load it",

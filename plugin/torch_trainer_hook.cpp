@@ -67,6 +67,8 @@ TorchTrainerHook::~TorchTrainerHook() {
     finalize();
   } catch (const std::exception& e) {
     std::cerr << "TorchTrainerHook: finalize failed during destruction: " << e.what() << '\n';
+  } catch (...) {
+    std::cerr << "TorchTrainerHook: finalize failed during destruction\n";
   }
 }
 
@@ -362,7 +364,29 @@ void TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
     }
   }
 
-  // Every check passed: apply. A component is loaded only when all its keys are present.
+  // Every check passed. Applying can still fail (a user's load_state_dict, memory): then the
+  // state before the load is put back, so a failed load changes nothing.
+  StateDict backup;
+  for (const auto& [key, value] : expected) {
+    const auto* tensor = std::get_if<at::Tensor>(&value);
+    backup.set(key, tensor != nullptr ? StateValue(tensor->clone()) : value);
+  }
+  try {
+    apply_state(state, expected, strict);
+  } catch (...) {
+    try {
+      apply_state(backup, expected, /*strict=*/true);
+    } catch (const std::exception& error) {
+      std::cerr << "TorchTrainerHook: restoring the state after a failed load failed too: "
+                << error.what() << '\n';
+    }
+    throw;
+  }
+}
+
+void TorchTrainerHook::apply_state(const StateDict& state, const StateDict& expected,
+                                   bool strict) {
+  // A component is loaded only when all its keys are present.
   auto complete = [&](const std::string& prefix) {
     for (const auto& entry : expected.sub(prefix)) {
       if (!state.contains(prefix + "/" + entry.first)) return false;

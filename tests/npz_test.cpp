@@ -147,7 +147,9 @@ TEST(NpzSavefun, RejectsWhatNumpyCannotHold) {
   EXPECT_THROW_WITH(npz_savefun()(dir / "x.npz", state), Error, "key 'q' has dtype ComplexHalf");
   StateDict text;
   text.set("t", std::string("\xff\xfe"));
-  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "key 't' holds a text that is not UTF-8");
+  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "key 't' holds a text that is not valid UTF-8");
+  text.set("t", std::string("\xed\xa0\x80"));  // a surrogate
+  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "not valid UTF-8");
   EXPECT_THROW_WITH(npz_savefun(NpzOptions().level(12)), Error, "level must be -1 or 0..9, got 12");
 }
 
@@ -216,6 +218,16 @@ for k, a in arrays.items():
           << file;
     }
   }
+}
+
+TEST(ReadNpz, TextsKeepInnerNulsAndReadBigEndian) {
+  TempDir dir;
+  python("import sys, numpy as np\n"
+         "np.savez(sys.argv[1], nul=np.array('a\\x00b'), big=np.array('abc', dtype='>U3'))",
+         {dir / "texts.npz"});
+  const StateDict state = read_npz(dir / "texts.npz");
+  EXPECT_EQ(state.text("nul"), std::string("a\0b", 3));
+  EXPECT_EQ(state.text("big"), "abc");
 }
 
 TEST(ReadNpz, ForeignMembersAndGarbageAreFormatErrors) {

@@ -151,12 +151,23 @@ TEST(Snapshot, NRetainsKeepsTheNewestByIterationNotByNameOrMtime) {
   TempDir dir;
   // An old snapshot whose mtime is the newest: it must still go first.
   write_file(dir / "s_1", {'x'});
-  ::utimensat(AT_FDCWD, (dir / "s_1").c_str(), nullptr, 0);
+  const struct timespec future[2] = {{::time(nullptr) + 3600, 0}, {::time(nullptr) + 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir / "s_1").c_str(), future, 0), 0);
   Training setup(dir.path().string());
   setup.hook->extend(snapshot(SnapshotOptions().filename("s_{iteration}").n_retains(2)),
                      std::nullopt, {3, iteration});
   setup.steps(12);  // s_3 s_6 s_9 s_12: by name s_12 < s_3 < s_6 < s_9
   EXPECT_EQ(files_in(dir.path().string()), (std::vector<std::string>{"s_12", "s_9"}));
+}
+
+TEST(Snapshot, NRetainsNeverDeletesTheNewFileNorFilesFromFurtherAlong) {
+  TempDir dir;
+  write_file(dir / "s_100", {'x'});  // another run's, or damaged: not ours to judge
+  Training setup(dir.path().string());
+  setup.hook->extend(snapshot(SnapshotOptions().filename("s_{iteration}").n_retains(1)),
+                     std::nullopt, {2, iteration});
+  setup.steps(4);
+  EXPECT_EQ(files_in(dir.path().string()), (std::vector<std::string>{"s_100", "s_4"}));
 }
 
 TEST(Snapshot, ConditionGatesSaves) {
@@ -380,7 +391,14 @@ TEST(TrainingState, OptimizerStateMismatchesAreRejected) {
   bad = state;
   bad.set_int("optimizers/ghost/param_groups/0/lr", 1);
   EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError, "no optimizer named 'ghost'");
-  // Before the first step an optimizer has no per-parameter state: loading that is fine.
+  bad = state;
+  bad.erase("optimizers/main/state/0/0/step");  // exp_avg without its step: incomplete
+  EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
+                    "key 'state/0/0/step' is missing");
+  // Before the first step an optimizer has no per-parameter state: loading that is fine,
+  // and replaces the state the target had.
+  target.steps(1);
+  ASSERT_FALSE(target.optimizer->state().empty());
   Training fresh(dir.path().string());
   target.hook->load_state_dict(fresh.hook->state_dict());
   EXPECT_TRUE(target.optimizer->state().empty());

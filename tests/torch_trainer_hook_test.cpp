@@ -141,7 +141,11 @@ TEST(TorchTrainerHook, FailedLoadChangesNothing) {
   source.train(5);
   Manager target(2);
   target.train(1);
-  const StateDict before = target.hook.state_dict();
+  StateDict before;  // a deep copy: state_dict() returns views of the live tensors
+  for (const auto& [key, value] : target.hook.state_dict()) {
+    const auto* tensor = std::get_if<at::Tensor>(&value);
+    before.set(key, tensor != nullptr ? StateValue(tensor->clone()) : value);
+  }
   auto unchanged = [&] {
     const StateDict now = target.hook.state_dict();
     for (const auto& [key, value] : before) {
@@ -176,6 +180,32 @@ TEST(TorchTrainerHook, FailedLoadChangesNothing) {
                     "key 'manager/iteration' holds Double[] but Long[] is expected");
   unchanged();
   EXPECT_EQ(target.hook.iteration(), 1);
+}
+
+TEST(TorchTrainerHook, AComponentFailingToLoadLeavesThePreviousState) {
+  struct Fragile : Extension {
+    StateDict state_dict() const override {
+      StateDict state;
+      state.set_int("x", 0);
+      return state;
+    }
+    void load_state_dict(const StateDict& state) override {
+      if (state.get_int("x") == 1) throw std::runtime_error("cannot take x = 1");
+    }
+  };
+  Manager source(1);
+  source.train(3);
+  Manager target(2);
+  target.hook.extend(std::make_shared<Fragile>(), "fragile", {}, priority::kReader);
+  StateDict state = source.hook.state_dict();
+  state.set_int("extensions/fragile/x", 1);
+  state.set("extension_triggers/fragile/previous_iteration", at::scalar_tensor(3, at::kLong));
+  state.set("extension_triggers/fragile/previous_epoch_detail", at::scalar_tensor(0.75, at::kDouble));
+  const at::Tensor weight = target.model->parameters()[0].clone();
+  EXPECT_THROW_WITH(target.hook.load_state_dict(state), std::runtime_error, "cannot take x = 1");
+  EXPECT_EQ(target.hook.iteration(), 0);
+  EXPECT_EQ(target.counter->calls, 0);  // loaded before "fragile" failed, then put back
+  EXPECT_TRUE(same_tensor(target.model->parameters()[0], weight));
 }
 
 TEST(TorchTrainerHook, NonStrictLoadSkipsIncompleteComponentsAndExtraKeys) {

@@ -226,12 +226,14 @@ TEST(TimeTrigger, FiresAfterEachPeriodOfElapsedTime) {
               trigger);
   hook.run_iteration([] {});
   EXPECT_TRUE(fired.empty());
-  hook.run_iteration([] { std::this_thread::sleep_for(std::chrono::milliseconds(160)); });
-  EXPECT_EQ(fired, (Seq{2}));  // a long pause fires once
-  hook.run_iteration([] {});
+  hook.run_iteration([] { std::this_thread::sleep_for(std::chrono::milliseconds(120)); });
   EXPECT_EQ(fired, (Seq{2}));
-  // The deadline moved past now and is saved.
-  EXPECT_GT(trigger->state_dict().get_double("next_time"), hook.elapsed_time() - 0.05);
+  // The deadline moved by one period (0.05 -> 0.1), so the pause of over two periods is
+  // caught up on the next iteration (0.1 -> 0.15), then it waits again.
+  EXPECT_DOUBLE_EQ(trigger->state_dict().get_double("next_time"), 0.1);
+  hook.run_iteration([] {});
+  EXPECT_EQ(fired, (Seq{2, 3}));
+  EXPECT_DOUBLE_EQ(trigger->state_dict().get_double("next_time"), 0.15);
   EXPECT_THROW_WITH(TimeTrigger(0), Error, "seconds must be > 0, got 0");
 }
 

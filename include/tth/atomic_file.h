@@ -9,7 +9,9 @@
 //   2. `write(temp_path)` fills it (e.g. a savefun);
 //   3. fsync the temp file: a failing fsync fails the write, never retried;
 //   4. rename it over `path`, then fsync the directory so the rename itself is durable.
-// On any failure the temp file is removed and the error rethrown; `path` is untouched.
+// On a failure before the rename, the temp file is removed, the error rethrown, and `path`
+// is untouched. If only the final directory fsync fails, `path` already holds the new
+// complete file, but its rename may not survive a power loss; the error is rethrown.
 //
 // Temp files of a process that crashed between steps 1 and 4 are left behind; they are
 // recognisable by name (`is_temp_file_name`) and removed by `remove_temp_files`, which the

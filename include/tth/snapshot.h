@@ -13,7 +13,8 @@
 // Guarantees (atomic_file.h): a file named by the template is always complete. A crash
 // leaves the previous snapshots intact, plus at most a temp file `.<name>.tmp.<random>`,
 // which the next start removes. n_retains deletes old snapshots only after the new one is
-// durable, choosing by training progress (the template's {iteration}), never by mtime.
+// durable, choosing by training progress (the template's {iteration}), never by mtime; files
+// further along than the new one (another run's) are left alone.
 //
 // Autoload (in the resume phase, before any extension's initialize): the newest snapshot by
 // progress that verifies (zip structure, every CRC-32, format version) is loaded; torn or
@@ -133,7 +134,7 @@ class Snapshot : public Extension {
 
  private:
   std::string directory(const TorchTrainerHook& hook) const;
-  void apply_retention(const TorchTrainerHook& hook) const;
+  void apply_retention(const TorchTrainerHook& hook, const std::string& written) const;
 
   std::optional<SnapshotTarget> target_;
   std::unique_ptr<SnapshotFilename> filename_;

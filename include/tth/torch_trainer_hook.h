@@ -184,7 +184,8 @@ class TorchTrainerHook {
   StateDict state_dict() const;
   /// Restores a state from state_dict(). The state is checked first (missing or extra keys,
   /// kinds, dtypes, shapes: tth::StateError naming the key) and nothing changes if that
-  /// fails. With strict = false, extra keys are ignored and a component whose keys are
+  /// fails; if applying it fails later (a component's own load throws), the previous state
+  /// is put back before the error propagates. With strict = false, extra keys are ignored and a component whose keys are
   /// missing keeps its current state.
   void load_state_dict(const StateDict& state, bool strict = true);
 
@@ -198,6 +199,7 @@ class TorchTrainerHook {
   };
 
   void run_start_phases();
+  void apply_state(const StateDict& state, const StateDict& expected, bool strict);
   bool length_reached() const;
   template <typename Map, typename Object>
   void add_named(const char* what, Map& map, const std::string& name, Object object);

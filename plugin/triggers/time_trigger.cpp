@@ -16,10 +16,8 @@ TimeTrigger::TimeTrigger(double seconds) : period_(seconds), next_time_(seconds)
 }
 
 bool TimeTrigger::operator()(const TorchTrainerHook& hook) {
-  const double now = hook.elapsed_time();
-  if (now < next_time_) return false;
-  // One firing for a long pause, then the next deadline after now.
-  while (next_time_ <= now) next_time_ += period_;
+  if (hook.elapsed_time() < next_time_) return false;
+  next_time_ += period_;
   return true;
 }
 

@@ -1,8 +1,8 @@
 // TimeTrigger: fires every `seconds` of training time.
 //
 // Fires when the manager's elapsed time (which a resume continues, see torch_trainer_hook.h)
-// has passed the next deadline, then moves the deadline by one period. After a long pause it
-// fires once, not once per missed period.
+// has passed the next deadline, then moves the deadline by one period (Chainer's rule): after
+// a pause longer than a period it fires on the following iterations until it has caught up.
 //
 // State: the next deadline.
 #pragma once
