@@ -21,6 +21,7 @@
 #include "container/zip_writer.h"
 #include "module_state.h"
 #include "optimizer_state.h"
+#include "text_util.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -350,11 +351,6 @@ class MemberSink {
   uint64_t body_size_ = 0;
   uint64_t filled_ = 0;
 };
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // Whether `from` converts to `to` without losing values.
 bool lossless(at::ScalarType from, at::ScalarType to) {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "container/zip_reader.h"
+#include "text_util.h"
 #include "tth/error.h"
 #include "tth/npz.h"
 
@@ -27,11 +28,6 @@ bool starts_like_zip(const std::string& path) {
   ::close(fd);
   if (got < 0) throw IOError("read", path, error);
   return got == 4 && (head == kZipMagic || head == kEmptyZipMagic);
-}
-
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace

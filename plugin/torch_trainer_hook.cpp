@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "epoch_tolerance.h"
 #include "module_state.h"
 #include "optimizer_state.h"
 #include "rng_state.h"
@@ -18,9 +19,6 @@
 namespace tth {
 
 namespace {
-
-// Epoch positions are compared with this tolerance so that 3 * (1/3) counts as 1.
-constexpr double kEpochTolerance = 1e-9;
 
 int64_t whole_epochs(double epoch_detail) {
   return static_cast<int64_t>(std::floor(epoch_detail + kEpochTolerance));

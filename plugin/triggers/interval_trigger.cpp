@@ -4,14 +4,11 @@
 
 #include <cmath>
 
+#include "epoch_tolerance.h"
 #include "tth/error.h"
 #include "tth/torch_trainer_hook.h"
 
 namespace tth {
-
-namespace {
-constexpr double kEpochTolerance = 1e-9;
-}
 
 IntervalTrigger::IntervalTrigger(double period, Unit unit) : period_(period), unit_(unit) {
   if (unit != Unit::kIteration && unit != Unit::kEpoch) {

@@ -5,14 +5,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "epoch_tolerance.h"
 #include "tth/error.h"
 #include "tth/torch_trainer_hook.h"
 
 namespace tth {
-
-namespace {
-constexpr double kEpochTolerance = 1e-9;
-}
 
 ManualScheduleTrigger::ManualScheduleTrigger(std::vector<double> points, Unit unit)
     : points_(std::move(points)), unit_(unit) {
