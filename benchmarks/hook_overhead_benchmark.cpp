@@ -20,9 +20,8 @@ void BM_HookIteration(benchmark::State& state) {
   tth::TorchTrainerHook hook{tth::HookOptions(100)};
   double sink = 0;
   for (int64_t i = 0; i < state.range(0); ++i) {
-    hook.extend(tth::make_extension([&](tth::TorchTrainerHook& h) {
-      sink += h.observation().at("main/loss").value();
-    }));
+    hook.extend(tth::make_extension(
+        [&](tth::TorchTrainerHook& h) { sink += h.observation().at("main/loss").value(); }));
   }
   for (auto _ : state) hook.run_iteration([] { tth::report("main/loss", 1.0); });
   benchmark::DoNotOptimize(sink);

@@ -182,10 +182,10 @@ BENCHMARK(BM_NpzSnapshot)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterati
 
 // Bytes processed are the uncompressed bytes: compare per byte (run.sh does).
 void BM_NpzDeflateSnapshot(benchmark::State& state) {
-  snapshot_loop(state,
-                tth::npz_savefun(
-                    tth::NpzOptions().compression(tth::NpzCompression::kDeflate).level(1)),
-                state_16(), "snapshot_deflate.npz");
+  snapshot_loop(
+      state,
+      tth::npz_savefun(tth::NpzOptions().compression(tth::NpzCompression::kDeflate).level(1)),
+      state_16(), "snapshot_deflate.npz");
 }
 BENCHMARK(BM_NpzDeflateSnapshot)
     ->Unit(benchmark::kMillisecond)

@@ -46,16 +46,8 @@ class EpochLoss : public tth::Extension {
   int default_priority() const override { return tth::priority::kWriter; }
 
   // The running mean survives a resume in the middle of an epoch.
-  tth::StateDict state_dict() const override {
-    tth::StateDict state;
-    state.set_double("sum", mean_.sum);
-    state.set_int("count", mean_.count);
-    return state;
-  }
-  void load_state_dict(const tth::StateDict& state) override {
-    mean_.sum = state.get_double("sum");
-    mean_.count = state.get_int("count");
-  }
+  tth::StateDict state_dict() const override { return mean_.state_dict(); }
+  void load_state_dict(const tth::StateDict& state) override { mean_.load_state_dict(state); }
 
   double last() const { return last_; }
 
@@ -84,8 +76,8 @@ int main(int argc, char** argv) {
 
   torch::nn::Sequential model(torch::nn::Linear(8, 32), torch::nn::ReLU(),
                               torch::nn::Linear(32, 3));
-  auto optimizer = std::make_shared<torch::optim::SGD>(
-      model->parameters(), torch::optim::SGDOptions(0.2).momentum(0.9));
+  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                       torch::optim::SGDOptions(0.2).momentum(0.9));
 
   // The manager: 16 iterations per epoch, stop after `epochs` epochs.
   tth::TorchTrainerHook hook(
@@ -96,20 +88,21 @@ int main(int argc, char** argv) {
   auto epoch_loss = std::make_shared<EpochLoss>();
   hook.extend(epoch_loss);
   hook.extend(tth::make_extension([](tth::TorchTrainerHook& h) {
-                std::cout << "epoch " << h.epoch() << "  iteration " << h.iteration()
-                          << "  loss " << h.observation().at("epoch/loss").value() << "  ("
-                          << h.elapsed_time() << " s)\n";
+                std::cout << "epoch " << h.epoch() << "  iteration " << h.iteration() << "  loss "
+                          << h.observation().at("epoch/loss").value() << "  (" << h.elapsed_time()
+                          << " s)\n";
               }),
-              "progress", {1, tth::epoch});
+              tth::ExtendOptions().name("progress").trigger({1, tth::epoch}));
   hook.extend(tth::make_extension([](tth::TorchTrainerHook& h) {
                 std::cout << "  new best loss at epoch " << h.epoch() << '\n';
               }),
-              "best", std::make_shared<tth::MinValueTrigger>("epoch/loss"));
+              tth::ExtendOptions().name("best").trigger(
+                  std::make_shared<tth::MinValueTrigger>("epoch/loss")));
 
   // Whole-state snapshots every 5 epochs, keeping the newest 2; autoload resumes from the
   // newest one that verifies when the program starts again.
-  hook.extend(tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(2)), std::nullopt,
-              {5, tth::epoch});
+  hook.extend(tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(2)),
+              tth::ExtendOptions().trigger({5, tth::epoch}));
 
   // The user's own loop: only run_iteration is new. done() also starts training, so a
   // resumed run knows its iteration before the loop body runs.

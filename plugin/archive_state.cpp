@@ -4,12 +4,12 @@
 #include <torch/serialize/output-archive.h>
 
 #include "archive_values.h"
-#include "tth/error.h"
+#include "check_argument.h"
 
 namespace tth {
 
 ArchiveState::ArchiveState(Save save, Load load) : save_(std::move(save)), load_(std::move(load)) {
-  if (!save_ || !load_) throw Error("ArchiveState: save and load must be callable");
+  check_argument(save_ && load_, "ArchiveState", "save and load", "must be callable");
 }
 
 StateDict ArchiveState::state_dict() const {

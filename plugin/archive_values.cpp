@@ -34,8 +34,8 @@ StateDict read_values(torch::serialize::InputArchive& archive, const std::string
     } else if (scalars && value.isBool()) {
       state.set_bool(key, value.toBool());
     } else {
-      throw FormatError(fmt::format("{}: key '{}' holds a {}, which cannot be loaded here",
-                                    context, key, value.tagKind()));
+      throw FormatError(fmt::format("{}: key '{}' holds a {}, which cannot be loaded here", context,
+                                    key, value.tagKind()));
     }
   }
   return state;

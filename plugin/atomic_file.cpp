@@ -1,14 +1,15 @@
 #include "tth/atomic_file.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 
+#include "posix_file.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -28,21 +29,6 @@ std::string random_suffix() {
   return suffix;
 }
 
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 std::string parent_of(const std::string& path) {
   std::string parent = std::filesystem::path(path).parent_path().string();
   return parent.empty() ? "." : parent;
@@ -50,11 +36,30 @@ std::string parent_of(const std::string& path) {
 
 }  // namespace
 
-void sync_path(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw IOError("open for fsync", path, errno);
-  if (::fsync(fd.get()) != 0) throw IOError("fsync", path, errno);
+void sync_path(const std::string& path) { File(path, O_RDONLY).sync(); }
+
+namespace {
+
+// Creates `directory` and its missing parents. Each new directory's entry is made durable by
+// an fsync of the directory holding it, as the final rename is: else a power loss could keep
+// the renamed file but lose the new subdirectory it lies in.
+void create_directories_durably(const std::filesystem::path& directory) {
+  std::error_code error;
+  if (directory.empty() || std::filesystem::is_directory(directory, error)) return;
+  const std::filesystem::path parent = directory.parent_path();
+  create_directories_durably(parent);
+  if (::mkdir(directory.c_str(), 0777) != 0) {
+    const int mkdir_error = errno;
+    if (mkdir_error != EEXIST) throw IOError("create directory", directory.string(), mkdir_error);
+    if (!std::filesystem::is_directory(directory, error)) {
+      throw IOError("create directory", directory.string(), ENOTDIR);
+    }
+    return;  // made by someone else meanwhile
+  }
+  sync_path(parent.empty() ? "." : parent.string());
 }
+
+}  // namespace
 
 bool is_temp_file_name(const std::string& file_name) {
   // .<name>.tmp.<kRandomChars of kAlphabet>
@@ -73,22 +78,20 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
   const std::filesystem::path target(path);
   if (target.filename().empty()) throw Error("atomic_write: '" + path + "' names no file");
   const std::string directory = parent_of(path);
-  std::error_code error;
-  std::filesystem::create_directories(directory, error);
-  if (error) throw IOError("create directory", directory, error.value());
+  create_directories_durably(directory);
 
   std::string temp;
   for (int attempt = 0;; ++attempt) {
     temp = (std::filesystem::path(directory) /
             ("." + target.filename().string() + kTempMarker + random_suffix()))
                .string();
-    // 0666 lets the umask decide, as for any new file.
-    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0) {
-      ::close(fd);
+    try {
+      // Created empty, mode 0666 & ~umask like any new file; `write` opens it again.
+      const File created(temp, O_WRONLY | O_CREAT | O_EXCL);
       break;
+    } catch (const IOError& failure) {
+      if (failure.error_number() != EEXIST || attempt == kCreateAttempts) throw;
     }
-    if (errno != EEXIST || attempt == kCreateAttempts) throw IOError("create", temp, errno);
   }
   try {
     write(temp);

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <memory>
 
-#include "tth/error.h"
+#include "check_argument.h"
 
 namespace tth {
 
@@ -35,17 +35,17 @@ class LambdaExtension final : public Extension {
 
   void operator()(TorchTrainerHook& hook) override { fn_(hook); }
   void initialize(TorchTrainerHook& hook) override {
-    if (options_.initializer_) options_.initializer_(hook);
+    if (options_.initializer()) options_.initializer()(hook);
   }
   void on_error(TorchTrainerHook& hook, const std::exception_ptr& error) override {
-    if (options_.on_error_) options_.on_error_(hook, error);
+    if (options_.on_error()) options_.on_error()(hook, error);
   }
   void finalize(TorchTrainerHook& hook) override {
-    if (options_.finalizer_) options_.finalizer_(hook);
+    if (options_.finalizer()) options_.finalizer()(hook);
   }
-  std::string default_name() const override { return options_.name_; }
-  TriggerRef default_trigger() const override { return options_.trigger_; }
-  int default_priority() const override { return options_.priority_; }
+  std::string default_name() const override { return options_.name(); }
+  TriggerRef default_trigger() const override { return options_.trigger(); }
+  int default_priority() const override { return options_.priority(); }
 
  private:
   std::function<void(TorchTrainerHook&)> fn_;
@@ -58,7 +58,7 @@ std::string Extension::default_name() const { return class_name(typeid(*this)); 
 
 std::shared_ptr<Extension> make_extension(std::function<void(TorchTrainerHook&)> fn,
                                           ExtensionOptions options) {
-  if (!fn) throw Error("make_extension: the function must be callable");
+  check_argument(static_cast<bool>(fn), "make_extension", "fn", "must be callable");
   return std::make_shared<LambdaExtension>(std::move(fn), std::move(options));
 }
 

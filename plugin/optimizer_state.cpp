@@ -10,11 +10,13 @@
 #include <set>
 
 #include "tth/error.h"
+#include "tth/state_layout.h"
 
 namespace tth {
 
 namespace {
 
+namespace layout = state_layout;
 using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamState;
 
@@ -50,13 +52,21 @@ void adam_state_fields(V& v, State& s) {
   v.tensor("max_exp_avg_sq", s.max_exp_avg_sq());
 }
 template <typename V>
-void fields(V& v, torch::optim::AdamOptions& o) { adam_fields(v, o); }
+void fields(V& v, torch::optim::AdamOptions& o) {
+  adam_fields(v, o);
+}
 template <typename V>
-void fields(V& v, torch::optim::AdamParamState& s) { adam_state_fields(v, s); }
+void fields(V& v, torch::optim::AdamParamState& s) {
+  adam_state_fields(v, s);
+}
 template <typename V>
-void fields(V& v, torch::optim::AdamWOptions& o) { adam_fields(v, o); }
+void fields(V& v, torch::optim::AdamWOptions& o) {
+  adam_fields(v, o);
+}
 template <typename V>
-void fields(V& v, torch::optim::AdamWParamState& s) { adam_state_fields(v, s); }
+void fields(V& v, torch::optim::AdamWParamState& s) {
+  adam_state_fields(v, s);
+}
 template <typename V>
 void fields(V& v, torch::optim::AdagradOptions& o) {
   v.real("lr", o.lr());
@@ -103,14 +113,22 @@ struct Saver {
   }
 };
 
-// Loads fields from a checked StateDict; absent tensors become undefined.
+// Loads fields from a checked StateDict: scalars that are present (a non-strict load keeps
+// the others), tensors as present or else undefined (a state has no max_exp_avg_sq without
+// amsgrad).
 struct Loader {
   const StateDict& in;
   std::string prefix;
   const at::Tensor* param = nullptr;
-  void real(const char* name, double& value) { value = in.get_double(prefix + name); }
-  void flag(const char* name, bool& value) { value = in.get_bool(prefix + name); }
-  void count(const char* name, int64_t& value) { value = in.get_int(prefix + name); }
+  void real(const char* name, double& value) {
+    if (in.contains(prefix + name)) value = in.get_double(prefix + name);
+  }
+  void flag(const char* name, bool& value) {
+    if (in.contains(prefix + name)) value = in.get_bool(prefix + name);
+  }
+  void count(const char* name, int64_t& value) {
+    if (in.contains(prefix + name)) value = in.get_int(prefix + name);
+  }
   void tensor(const char* name, at::Tensor& value) {
     const std::string key = prefix + name;
     value = in.contains(key) ? in.tensor(key).to(param->device(), /*non_blocking=*/false,
@@ -119,28 +137,28 @@ struct Loader {
   }
 };
 
-// Checks fields: scalars must be present (when strict or when anything of the group is);
-// tensors, when present, must have the parameter's shape and dtype.
+// Checks fields: scalars must be present when `required`, else a missing one is reported
+// (when `report` is given); tensors, when present, must have the parameter's shape and dtype.
 struct Checker {
   const StateDict& in;
   std::string prefix;
-  std::string what;
   bool required;
   std::set<std::string>& known;
+  IncompatibleKeys* report;
   const at::Tensor* param = nullptr;
 
+  void expect(const std::string& key, const std::string& expected) const {
+    const std::string got = describe(in.at(key));
+    if (got != expected) {
+      throw StateError({}, key, fmt::format("holds {} but {} is expected", got, expected));
+    }
+  }
   void scalar(const char* name, const char* expected) {
     const std::string key = prefix + name;
     known.insert(key);
-    if (!in.contains(key)) {
-      if (required) throw StateError(fmt::format("{}: key '{}' is missing", what, key));
-      return;
-    }
-    const std::string got = describe(in.at(key));
-    if (got != expected) {
-      throw StateError(
-          fmt::format("{}: key '{}' holds {} but {} is expected", what, key, got, expected));
-    }
+    if (in.contains(key)) return expect(key, expected);
+    if (required) throw StateError({}, key, "is missing from the loaded state");
+    if (report != nullptr) report->missing_keys.push_back(key);
   }
   void real(const char* name, double&) { scalar(name, "Double[]"); }
   void flag(const char* name, bool&) { scalar(name, "Bool[]"); }
@@ -148,13 +166,7 @@ struct Checker {
   void tensor(const char* name, at::Tensor&) {
     const std::string key = prefix + name;
     known.insert(key);
-    if (!in.contains(key)) return;
-    const std::string expected = describe(param->detach());
-    const std::string got = describe(in.at(key));
-    if (got != expected) {
-      throw StateError(
-          fmt::format("{}: key '{}' holds {} but {} is expected", what, key, got, expected));
-    }
+    if (in.contains(key)) expect(key, describe(param->detach()));
   }
 };
 
@@ -167,29 +179,44 @@ void dispatch(const torch::optim::Optimizer& optimizer, Fn&& fn) {
   if (dynamic_cast<const AdamW*>(&optimizer)) return fn(AdamWOptions(), AdamWParamState());
   if (dynamic_cast<const Adagrad*>(&optimizer)) return fn(AdagradOptions(), AdagradParamState());
   if (dynamic_cast<const RMSprop*>(&optimizer)) return fn(RMSpropOptions(), RMSpropParamState());
-  throw Error(fmt::format("optimizer state: unsupported optimizer type '{}' (supported: SGD, "
-                          "Adam, AdamW, Adagrad, RMSprop)",
-                          typeid(optimizer).name()));
+  throw Error(
+      fmt::format("add_optimizer: optimizer must be SGD, Adam, AdamW, Adagrad or "
+                  "RMSprop, got {}",
+                  c10::demangle(typeid(optimizer).name())));
+}
+
+const std::string& param_state_section() {
+  static const std::string section = std::string(layout::kParamState) + layout::kSeparator;
+  return section;
 }
 
 // "state/<g>/<i>/" of every parameter that has state in `state`.
 std::set<std::string> stepped_parameters(const StateDict& state) {
+  const std::string& section = param_state_section();
   std::set<std::string> stepped;
   for (const auto& entry : state) {
     const std::string& key = entry.first;
-    if (key.compare(0, 6, "state/") != 0) continue;
-    const size_t group_end = key.find('/', 6);
+    if (key.compare(0, section.size(), section) != 0) continue;
+    const size_t group_end = key.find(layout::kSeparator, section.size());
     const size_t index_end =
-        group_end == std::string::npos ? group_end : key.find('/', group_end + 1);
+        group_end == std::string::npos ? group_end : key.find(layout::kSeparator, group_end + 1);
     if (index_end != std::string::npos) stepped.insert(key.substr(0, index_end + 1));
   }
   return stepped;
 }
 
-std::string group_prefix(size_t g) { return fmt::format("param_groups/{}/", g); }
-std::string state_prefix(size_t g, size_t i) { return fmt::format("state/{}/{}/", g, i); }
+std::string group_prefix(size_t g) {
+  return layout::key(layout::kParamGroups, fmt::to_string(g), "");
+}
+std::string state_prefix(size_t g, size_t i) {
+  return layout::key(layout::kParamState, fmt::to_string(g), fmt::to_string(i), "");
+}
 
 }  // namespace
+
+void check_supported_optimizer(const torch::optim::Optimizer& optimizer) {
+  dispatch(optimizer, [](auto, auto) {});
+}
 
 StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
   StateDict out;
@@ -213,58 +240,65 @@ StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
 }
 
 void check_optimizer_state(const torch::optim::Optimizer& optimizer, const StateDict& state,
-                           bool strict, const std::string& prefix) {
-  const std::string what = "optimizer state '" + prefix + "'";
+                           bool strict, IncompatibleKeys& report) {
   std::set<std::string> known;
   const std::set<std::string> stepped = stepped_parameters(state);
+  const StateDict current = strict ? StateDict() : optimizer_state_dict(optimizer);
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     auto options = options_tag;
     auto param_state = state_tag;
     const auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) {
-      Checker group{state, group_prefix(g), what, strict, known};
+      Checker group{state, group_prefix(g), strict, known, &report};
       fields(group, options);
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
-        // A parameter's state is absent (never stepped) or complete.
-        const bool present = stepped.count(state_prefix(g, i)) != 0;
-        Checker checker{state, state_prefix(g, i), what, present, known, &params[i]};
+        const std::string prefix = state_prefix(g, i);
+        const bool present = stepped.count(prefix) != 0;
+        // A parameter's state is absent (never stepped, or left out) or complete.
+        Checker checker{state, prefix, present, known, nullptr, &params[i]};
         fields(checker, param_state);
+        if (present || strict) continue;
+        for (const auto& entry : current) {  // left out: its current state is kept
+          if (entry.first.compare(0, prefix.size(), prefix) == 0) {
+            report.missing_keys.push_back(entry.first);
+          }
+        }
       }
     }
   });
-  if (!strict) return;
   for (const auto& entry : state) {
-    if (!known.count(entry.first)) {
-      throw StateError(fmt::format(
-          "{}: unexpected key '{}' (another optimizer type, or more parameter groups or "
-          "parameters than this optimizer has)",
-          what, entry.first));
+    if (known.count(entry.first)) continue;
+    if (!strict) {
+      report.unexpected_keys.push_back(entry.first);
+      continue;
     }
+    throw StateError({}, entry.first,
+                     "is not expected: another optimizer type, or more parameter groups or "
+                     "parameters than this optimizer has (load non-strictly to ignore it)");
   }
 }
 
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state) {
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state, bool strict) {
   const std::set<std::string> stepped = stepped_parameters(state);
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     using Options = decltype(options_tag);
     using State = decltype(state_tag);
     auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) {
-      if (state.contains(group_prefix(g) + "lr")) {
-        Loader loader{state, group_prefix(g)};
-        fields(loader, static_cast<Options&>(groups[g].options()));
-      }
+      Loader loader{state, group_prefix(g)};
+      fields(loader, static_cast<Options&>(groups[g].options()));
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
         const std::string prefix = state_prefix(g, i);
         if (!stepped.count(prefix)) {
-          optimizer.state().erase(param_key(params[i]));
+          // Strict: the state says this parameter never stepped. Non-strict: left out, kept.
+          if (strict) optimizer.state().erase(param_key(params[i]));
           continue;
         }
         auto loaded = std::make_unique<State>();
-        Loader loader{state, prefix, &params[i]};
-        fields(loader, *loaded);
+        Loader state_loader{state, prefix, &params[i]};
+        fields(state_loader, *loaded);
         optimizer.state()[param_key(params[i])] = std::move(loaded);
       }
     }

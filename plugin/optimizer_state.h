@@ -1,15 +1,13 @@
 // The state of a torch::optim::Optimizer as a StateDict, complete where LibTorch's own
 // serialization is not: param-group options (lr, betas, ...) are saved and restored
-// (pytorch#125215), and per-parameter state is keyed by group and position. Private.
+// (pytorch#125215), and per-parameter state is keyed by group and position, under the
+// optimizer's prefix as tth/state_layout.h lays it out (param_groups/<g>/<option>,
+// state/<g>/<i>/<field>; doc/state_layout.md lists every optimizer's fields). Private.
 //
-// Layout under the optimizer's prefix:
-//   param_groups/<g>/<option>     doubles and flags (betas as betas/0, betas/1)
-//   state/<g>/<i>/<field>         per-parameter state; absent until the parameter's first step
 // Supported: SGD, Adam, AdamW, Adagrad, RMSprop. Another optimizer type is a tth::Error that
-// names it.
+// names it. StateErrors thrown here carry the key relative to the optimizer's prefix and no
+// operation: the caller (training_state.h) names both.
 #pragma once
-
-#include <string>
 
 #include "tth/state_dict.h"
 
@@ -19,16 +17,20 @@ class Optimizer;
 
 namespace tth {
 
+/// Throws tth::Error naming the type unless the optimizer is a supported one.
+void check_supported_optimizer(const torch::optim::Optimizer& optimizer);
+
 StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer);
 
-/// Checks `state` against `optimizer` (group and parameter counts, option keys and types,
-/// per-parameter tensors of the parameter's shape and dtype). Throws StateError naming
-/// `prefix` + key. Per-parameter state may be absent (never stepped); with `strict`, keys the
-/// optimizer does not know are errors.
+/// Checks `state` against `optimizer` (option keys and types, per-parameter tensors of the
+/// parameter's shape and dtype). A parameter's state is absent or complete. Strict: every
+/// option present, nothing unknown. Non-strict: what is missing or unknown goes to `report`.
 void check_optimizer_state(const torch::optim::Optimizer& optimizer, const StateDict& state,
-                           bool strict, const std::string& prefix);
+                           bool strict, IncompatibleKeys& report);
 
-/// Loads a checked state: options, and per-parameter state (replacing what is there).
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state);
+/// Loads a checked state: the options present, and the per-parameter state of each parameter
+/// the state has. A parameter without state in `state` loses its state when `strict` (it
+/// never stepped) and keeps it otherwise (it was left out).
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state, bool strict);
 
 }  // namespace tth

@@ -42,11 +42,24 @@ void RunningMean::add(const Observation& observation, const std::string& key) {
   ++count;
 }
 
+StateDict RunningMean::state_dict() const {
+  StateDict state;
+  state.set_double("sum", sum);
+  state.set_int("count", count);
+  return state;
+}
+
+void RunningMean::load_state_dict(const StateDict& state) {
+  sum = state.get_double("sum");
+  count = state.get_int("count");
+}
+
 double RunningMean::take(const std::string& key, const char* who) {
   if (count == 0) {
-    throw Error(fmt::format("{}: key '{}' was never reported during the check interval; report "
-                            "it (tth::report) or fix the key",
-                            who, key));
+    throw Error(
+        fmt::format("{}: key '{}' was never reported during the check interval; report "
+                    "it (tth::report) or fix the key",
+                    who, key));
   }
   double mean = sum / static_cast<double>(count);
   sum = 0;

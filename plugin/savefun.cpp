@@ -1,48 +1,40 @@
 #include "tth/savefun.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <exception>
 
 #include "archive_values.h"
+#include "posix_file.h"
 #include "tth/error.h"
 
 namespace tth {
 
 namespace {
 
-// Writes the archive through our own descriptor. LibTorch's file writer throws from its
-// destructor when a write fails (a full disk), which terminates the process; here a failed
-// write is remembered, later bytes are dropped, and the error is raised after save_to returns.
+// Writes the archive through our own File. LibTorch's file writer throws from its destructor
+// when a write fails (a full disk), which terminates the process; here the callback never
+// throws into LibTorch's writer: the first failed write is remembered, later bytes are dropped,
+// and the error is raised after save_to returns. Large records (tensor data) go through
+// write_streaming, so their writeback starts while LibTorch serializes the next ones.
 void save_archive(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) throw IOError("open", path, errno);
-  int error = 0;
-  try {
-    archive.save_to([&](const void* data, size_t size) -> size_t {
-      const auto* bytes = static_cast<const char*>(data);
-      for (size_t done = 0; error == 0 && done < size;) {
-        const ssize_t written = ::write(fd, bytes + done, size - done);
-        if (written < 0 && errno == EINTR) continue;
-        if (written < 0) {
-          error = errno;
-        } else {
-          done += static_cast<size_t>(written);
-        }
+  File file(path, O_WRONLY | O_CREAT | O_TRUNC);
+  std::exception_ptr error;
+  archive.save_to([&](const void* data, size_t size) -> size_t {
+    if (!error) {
+      try {
+        file.write_streaming(data, size);
+      } catch (...) {
+        error = std::current_exception();
       }
-      return size;
-    });
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  if (::close(fd) != 0 && error == 0) error = errno;
-  if (error != 0) throw IOError("write", path, error);
+    }
+    return size;
+  });
+  if (error) std::rethrow_exception(error);
+  file.close();
 }
 
 }  // namespace

@@ -6,12 +6,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <iostream>
 
-#include "module_state.h"
-#include "optimizer_state.h"
+#include "check_argument.h"
 #include "snapshot_filename.h"
+#include "training_state.h"
 #include "tth/atomic_file.h"
+#include "tth/diagnostics.h"
 #include "tth/error.h"
 #include "tth/snapshot_file.h"
 #include "tth/torch_trainer_hook.h"
@@ -20,57 +20,61 @@ namespace tth {
 
 namespace fs = std::filesystem;
 
-void SnapshotTarget::from_module(std::shared_ptr<torch::nn::Module> module) {
-  if (!module) throw Error("snapshot_object: the module must not be null");
-  save_ = [module] { return module_state_dict(*module); };
-  load_ = [module](const StateDict& state, const std::string& what) {
-    check_compatible(module_state_dict(*module), state, /*strict=*/true, what);
-    load_module_state(*module, state);
+namespace {
+
+// snapshot_object's target as a state component: saved and loaded as the whole state is.
+template <typename Part>
+void bind(std::function<StateDict()>& save,
+          std::function<void(const StateDict&, const std::string&)>& load, Part part) {
+  std::shared_ptr<StatePart> shared = std::move(part);
+  save = [shared] { return shared->save(); };
+  load = [shared](const StateDict& state, const std::string& what) {
+    load_part(*shared, state, /*strict=*/true, what);
   };
+}
+
+}  // namespace
+
+void SnapshotTarget::from_module(std::shared_ptr<torch::nn::Module> module) {
+  check_argument(module != nullptr, "snapshot_object", "module", "must not be null");
+  bind(save_, load_, module_part(std::move(module)));
 }
 
 void SnapshotTarget::from_optimizer(std::shared_ptr<torch::optim::Optimizer> optimizer) {
-  if (!optimizer) throw Error("snapshot_object: the optimizer must not be null");
-  save_ = [optimizer] { return optimizer_state_dict(*optimizer); };
-  load_ = [optimizer](const StateDict& state, const std::string& what) {
-    check_optimizer_state(*optimizer, state, /*strict=*/true, what + ": ");
-    load_optimizer_state(*optimizer, state);
-  };
+  check_argument(optimizer != nullptr, "snapshot_object", "optimizer", "must not be null");
+  bind(save_, load_, optimizer_part(std::move(optimizer)));
 }
 
 void SnapshotTarget::from_stateful(std::shared_ptr<Stateful> object) {
-  if (!object) throw Error("snapshot_object: the object must not be null");
-  save_ = [object] { return object->state_dict(); };
-  load_ = [object](const StateDict& state, const std::string& what) {
-    check_compatible(object->state_dict(), state, /*strict=*/true, what);
-    object->load_state_dict(state);
-  };
+  check_argument(object != nullptr, "snapshot_object", "object", "must not be null");
+  bind(save_, load_, stateful_part(std::move(object)));
 }
 
 Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options)
     : target_(std::move(target)),
       filename_(std::make_unique<SnapshotFilename>(
-          options.filename_.value_or("snapshot_iter_{iteration}"))),
-      condition_(std::move(options.condition_)),
-      writer_(std::move(options.writer_)),
-      loadfun_(std::move(options.loadfun_)),
-      snapshot_on_error_(options.snapshot_on_error_),
-      n_retains_(options.n_retains_),
-      autoload_(options.autoload_) {
-  if (writer_ && options.savefun_) {
-    throw Error("snapshot: pass either savefun or writer, not both (a writer has its savefun)");
+          options.filename().value_or("snapshot_iter_{iteration}"))),
+      condition_(std::move(options.condition())),
+      writer_(std::move(options.writer())),
+      loadfun_(std::move(options.loadfun())),
+      snapshot_on_error_(options.snapshot_on_error()),
+      n_retains_(options.n_retains()),
+      autoload_(options.autoload()) {
+  if (writer_ && options.savefun()) {
+    throw Error(
+        "SnapshotOptions: pass either savefun or writer, not both (a writer has its "
+        "savefun)");
   }
-  if (!writer_) writer_ = std::make_shared<SimpleWriter>(options.savefun_ ? options.savefun_
-                                                                          : torch_savefun());
-  if (n_retains_ == 0 || n_retains_ < -1) {
-    throw Error(fmt::format("snapshot: n_retains must be >= 1 (or -1 for all), got {}",
-                            n_retains_));
+  if (!writer_) {
+    writer_ =
+        std::make_shared<SimpleWriter>(options.savefun() ? options.savefun() : torch_savefun());
   }
-  if ((autoload_ || n_retains_ > 0) && !filename_->has_static_directory()) {
-    throw Error(fmt::format("snapshot: with autoload or n_retains, fields may appear only in the "
-                            "last component of the filename, got '{}'",
-                            filename_->pattern()));
-  }
+  check_argument(n_retains_ >= 1 || n_retains_ == -1, "SnapshotOptions", "n_retains",
+                 "must be >= 1 (or -1 for all)", n_retains_);
+  check_argument(!(autoload_ || n_retains_ > 0) || filename_->has_static_directory(),
+                 "SnapshotOptions", "filename",
+                 "may have fields only in its last component with autoload or n_retains",
+                 fmt::format("'{}'", filename_->pattern()));
 }
 
 Snapshot::~Snapshot() = default;
@@ -119,11 +123,11 @@ struct Candidate {
 std::vector<Candidate> candidates(const SnapshotFilename& filename, const std::string& directory) {
   std::vector<Candidate> found;
   std::error_code error;
-  for (fs::directory_iterator it(directory, error), end; !error && it != end;
-       it.increment(error)) {
+  for (fs::directory_iterator it(directory, error), end; !error && it != end; it.increment(error)) {
     const std::string name = it->path().filename().string();
     if (is_temp_file_name(name) || !it->is_regular_file(error)) continue;
-    if (auto progress = filename.progress_of(name)) found.push_back({*progress, it->path().string()});
+    if (auto progress = filename.progress_of(name))
+      found.push_back({*progress, it->path().string()});
   }
   std::stable_sort(found.begin(), found.end(), [](const Candidate& a, const Candidate& b) {
     return a.progress != b.progress ? a.progress > b.progress : a.path > b.path;
@@ -141,8 +145,7 @@ void Snapshot::apply_retention(const TorchTrainerHook& hook, const std::string& 
   std::vector<Candidate> files;
   std::error_code ignored_error;
   for (auto& candidate : candidates(*filename_, directory(hook))) {
-    if (candidate.progress <= current &&
-        !fs::equivalent(candidate.path, written, ignored_error)) {
+    if (candidate.progress <= current && !fs::equivalent(candidate.path, written, ignored_error)) {
       files.push_back(candidate);
     }
   }
@@ -157,7 +160,7 @@ void Snapshot::resume(TorchTrainerHook& hook) {
   if (!filename_->has_static_directory()) return;
   const std::string dir = directory(hook);
   for (const std::string& removed : remove_temp_files(dir)) {
-    std::cerr << "tth: snapshot: removed '" << removed << "' left by an interrupted write\n";
+    warn(fmt::format("snapshot: removed '{}' left by an interrupted write", removed));
   }
   if (!autoload_) return;
   for (const Candidate& candidate : candidates(*filename_, dir)) {
@@ -165,8 +168,7 @@ void Snapshot::resume(TorchTrainerHook& hook) {
     try {
       state = without_metadata(read_snapshot(candidate.path, loadfun_));
     } catch (const FormatError& error) {
-      std::cerr << "tth: snapshot: autoload skips '" << candidate.path << "': " << error.what()
-                << '\n';
+      warn(fmt::format("snapshot: autoload skips '{}': {}", candidate.path, error.what()));
       continue;
     }
     try {
@@ -177,12 +179,11 @@ void Snapshot::resume(TorchTrainerHook& hook) {
       }
     } catch (const StateError& error) {
       // The file is sound but does not fit this training: falling back would hide that.
-      throw StateError(
-          fmt::format("snapshot: autoload of '{}' failed: {}", candidate.path, error.what()));
+      throw error.in_file("snapshot autoload", candidate.path);
     }
     loaded_path_ = candidate.path;
-    std::cerr << "tth: snapshot: resumed from '" << candidate.path << "' (iteration "
-              << hook.iteration() << ")\n";
+    warn(fmt::format("snapshot: resumed from '{}' (iteration {})", candidate.path,
+                     hook.iteration()));
     return;
   }
 }
@@ -193,7 +194,7 @@ std::shared_ptr<Snapshot> snapshot(SnapshotOptions options) {
 
 std::shared_ptr<Snapshot> snapshot_object(SnapshotTarget target, std::string filename,
                                           SnapshotOptions options) {
-  options.filename_ = std::move(filename);
+  options.filename(std::move(filename));
   return std::make_shared<Snapshot>(std::move(target), std::move(options));
 }
 

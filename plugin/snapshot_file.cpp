@@ -1,16 +1,16 @@
 #include "tth/snapshot_file.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstring>
 
 #include "container/zip_reader.h"
+#include "posix_file.h"
 #include "text_util.h"
 #include "tth/error.h"
 #include "tth/npz.h"
+#include "tth/state_layout.h"
 
 namespace tth {
 
@@ -19,15 +19,12 @@ namespace {
 constexpr std::array<char, 4> kZipMagic = {'P', 'K', '\x03', '\x04'};
 constexpr std::array<char, 4> kEmptyZipMagic = {'P', 'K', '\x05', '\x06'};
 
+// Refuses a directory or a FIFO (tth::FormatError) before reading: a FIFO would block.
 bool starts_like_zip(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IOError("open", path, errno);
+  const File file = File::open_regular(path);
   std::array<char, 4> head{};
-  const ssize_t got = ::pread(fd, head.data(), head.size(), 0);
-  const int error = errno;
-  ::close(fd);
-  if (got < 0) throw IOError("read", path, error);
-  return got == 4 && (head == kZipMagic || head == kEmptyZipMagic);
+  return file.pread_all(head.data(), head.size(), 0) == head.size() &&
+         (head == kZipMagic || head == kEmptyZipMagic);
 }
 
 }  // namespace
@@ -73,8 +70,8 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
             : format == FileFormat::kNpz        ? npz_loadfun()(path)
                                                 : loadfun(path);
     if (!state.contains(kFormatVersionKey)) {
-      throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot",
-                                    path, kFormatVersionKey));
+      throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot", path,
+                                    kFormatVersionKey));
     }
     version = state.get_int(kFormatVersionKey);
   } catch (const FormatError&) {
@@ -87,17 +84,19 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
     throw FormatError(fmt::format("'{}' is not a usable snapshot: {}", path, error.what()));
   }
   if (version > kSnapshotFormatVersion || version < 1) {
-    throw FormatError(fmt::format("'{}' has format version {}, but this build reads versions 1 "
-                                  "to {}; upgrade TorchTrainerHook to load it",
-                                  path, version, kSnapshotFormatVersion));
+    throw FormatError(
+        fmt::format("'{}' has format version {}, but this build reads versions 1 "
+                    "to {}; upgrade TorchTrainerHook to load it",
+                    path, version, kSnapshotFormatVersion));
   }
   return state;
 }
 
 StateDict without_metadata(const StateDict& state) {
+  static const std::string kMetadataPrefix = state_layout::key(state_layout::kMetadata, "");
   StateDict rest;
   for (const auto& [key, value] : state) {
-    if (key.compare(0, 4, "tth/") != 0) rest.set(key, value);
+    if (key.compare(0, kMetadataPrefix.size(), kMetadataPrefix) != 0) rest.set(key, value);
   }
   return rest;
 }

@@ -6,6 +6,7 @@
 #include <array>
 #include <filesystem>
 
+#include "check_argument.h"
 #include "tth/error.h"
 #include "tth/torch_trainer_hook.h"
 
@@ -38,17 +39,20 @@ std::string escape(char c) {
 }  // namespace
 
 SnapshotFilename::SnapshotFilename(const std::string& pattern) : pattern_(normalize(pattern)) {
-  if (pattern.empty()) throw Error("snapshot: filename must not be empty");
+  check_argument(!pattern.empty(), "SnapshotOptions", "filename", "must not be empty");
   std::string sample;
   try {
     sample = render(pattern_, 1, 1, 1.5, 1.5);
   } catch (const fmt::format_error& error) {
-    throw Error(fmt::format("snapshot: bad filename template '{}': {} (fields: {{iteration}}, "
-                            "{{epoch}}, {{epoch_detail}}, {{elapsed_time}})",
-                            pattern, error.what()));
+    throw argument_error("SnapshotOptions", "filename",
+                         fmt::format("must be a template with the fields {{iteration}}, "
+                                     "{{epoch}}, {{epoch_detail}}, {{elapsed_time}} ({})",
+                                     error.what()),
+                         fmt::format("'{}'", pattern));
   }
   if (sample.empty() || sample.back() == '/') {
-    throw Error(fmt::format("snapshot: filename template '{}' names no file", pattern));
+    throw argument_error("SnapshotOptions", "filename", "must name a file",
+                         fmt::format("'{}'", pattern));
   }
   // Split off the directory; build a regex for the last component.
   const size_t slash = pattern_.rfind('/');
@@ -82,8 +86,7 @@ SnapshotFilename::SnapshotFilename(const std::string& pattern) : pattern_(normal
 }
 
 std::string SnapshotFilename::format(const TorchTrainerHook& hook) const {
-  return render(pattern_, hook.iteration(), hook.epoch(), hook.epoch_detail(),
-                hook.elapsed_time());
+  return render(pattern_, hook.iteration(), hook.epoch(), hook.epoch_detail(), hook.elapsed_time());
 }
 
 std::optional<double> SnapshotFilename::progress_of(const std::string& file_name) const {

@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "check_argument.h"
 #include "tth/error.h"
 #include "tth/reporter.h"
 #include "tth/torch_trainer_hook.h"
@@ -22,25 +23,25 @@ StandardUpdater::StandardUpdater(BatchSource source, double iters_per_epoch,
       model_(std::move(model)),
       optimizer_(std::move(optimizer)),
       loss_(std::move(loss)) {
-  if (!source_) throw Error("StandardUpdater: the batch source must not be empty");
-  if (!model_) throw Error("StandardUpdater: model must not be null");
-  if (!optimizer_) throw Error("StandardUpdater: optimizer must not be null");
-  if (!loss_) throw Error("StandardUpdater: loss must be callable");
-  if (!(iters_per_epoch_ > 0)) {
-    throw Error(fmt::format("StandardUpdater: iters_per_epoch must be > 0, got {}",
-                            iters_per_epoch_));
-  }
+  const char* who = "StandardUpdater";
+  check_argument(static_cast<bool>(source_), who, "source", "must be callable");
+  check_argument(model_ != nullptr, who, "model", "must not be null");
+  check_argument(optimizer_ != nullptr, who, "optimizer", "must not be null");
+  check_argument(static_cast<bool>(loss_), who, "loss", "must be callable");
+  check_argument(iters_per_epoch_ > 0, who, "iters_per_epoch", "must be > 0", iters_per_epoch_);
 }
 
 double StandardUpdater::batches_per_pass(size_t dataset_size, size_t batch_size, bool drop_last) {
-  if (dataset_size == 0) throw Error("StandardUpdater: dataset_size must be > 0, got 0");
-  if (batch_size == 0) throw Error("StandardUpdater: the loader's batch_size must be > 0");
-  const size_t batches = drop_last ? dataset_size / batch_size
-                                   : (dataset_size + batch_size - 1) / batch_size;
+  check_argument(dataset_size > 0, "StandardUpdater", "dataset_size", "must be > 0", dataset_size);
+  check_argument(batch_size > 0, "StandardUpdater", "the loader's batch_size", "must be > 0",
+                 batch_size);
+  const size_t batches =
+      drop_last ? dataset_size / batch_size : (dataset_size + batch_size - 1) / batch_size;
   if (batches == 0) {
-    throw Error(fmt::format("StandardUpdater: dataset_size {} gives no full batch of {} with "
-                            "drop_last",
-                            dataset_size, batch_size));
+    throw Error(
+        fmt::format("StandardUpdater: dataset_size {} gives no full batch of {} with "
+                    "drop_last",
+                    dataset_size, batch_size));
   }
   return static_cast<double>(batches);
 }
@@ -58,15 +59,19 @@ Batch StandardUpdater::to_batch(const std::vector<Batch>& examples) {
   return {at::stack(data), at::stack(targets)};
 }
 
-void StandardUpdater::attach(TorchTrainerHook& hook) { hook.add_model("main", model_); }
+void StandardUpdater::attach(TorchTrainerHook& hook) {
+  hook.add_model("main", model_);
+  hook.add_optimizer("main", optimizer_);
+}
 
 void StandardUpdater::update() {
   std::optional<Batch> batch = source_();
   if (!batch) {
     if (batches_this_pass_ != static_cast<int64_t>(std::llround(iters_per_epoch_))) {
-      throw Error(fmt::format("StandardUpdater: the data loader gave {} batches in a pass, but "
-                              "iters_per_epoch is {}; check dataset_size",
-                              batches_this_pass_, iters_per_epoch_));
+      throw Error(
+          fmt::format("StandardUpdater: the data loader gave {} batches in a pass, but "
+                      "iters_per_epoch is {}; check dataset_size",
+                      batches_this_pass_, iters_per_epoch_));
     }
     batches_this_pass_ = 0;
     batch = source_();

@@ -33,19 +33,19 @@ bool StateDict::contains(const std::string& key) const { return index_.count(key
 
 const StateValue& StateDict::at(const std::string& key) const {
   auto found = index_.find(key);
-  if (found == index_.end()) throw StateError(fmt::format("state has no key '{}'", key));
+  if (found == index_.end()) throw StateError("StateDict", key, "is absent");
   return entries_[found->second].second;
 }
 
 const at::Tensor& StateDict::tensor(const std::string& key) const {
   const auto* value = std::get_if<at::Tensor>(&at(key));
-  if (value == nullptr) throw StateError(fmt::format("state key '{}' holds a text, not a tensor", key));
+  if (value == nullptr) throw StateError("StateDict", key, "holds a text, not a tensor");
   return *value;
 }
 
 const std::string& StateDict::text(const std::string& key) const {
   const auto* value = std::get_if<std::string>(&at(key));
-  if (value == nullptr) throw StateError(fmt::format("state key '{}' holds a tensor, not a text", key));
+  if (value == nullptr) throw StateError("StateDict", key, "holds a tensor, not a text");
   return *value;
 }
 
@@ -53,8 +53,8 @@ namespace {
 const at::Tensor& scalar(const StateDict& state, const std::string& key) {
   const at::Tensor& value = state.tensor(key);
   if (!value.defined() || value.numel() != 1) {
-    throw StateError(
-        fmt::format("state key '{}' must hold a scalar, got {}", key, describe(value)));
+    throw StateError("StateDict", key,
+                     fmt::format("must hold a scalar, got {}", describe(StateValue(value))));
   }
   return value;
 }
@@ -100,28 +100,33 @@ std::string describe(const StateValue& value) {
                      fmt::join(tensor->sizes(), ", "));
 }
 
-void check_compatible(const StateDict& expected, const StateDict& given, bool strict,
-                      const std::string& what) {
+IncompatibleKeys check_compatible(const StateDict& expected, const StateDict& given, bool strict,
+                                  const std::string& what) {
+  IncompatibleKeys report;
   for (const auto& [key, value] : expected) {
     if (!given.contains(key)) {
-      if (!strict) continue;
-      throw StateError(fmt::format("{}: key '{}' is missing from the loaded state", what, key));
+      if (!strict) {
+        report.missing_keys.push_back(key);
+        continue;
+      }
+      throw StateError(what, key, "is missing from the loaded state");
     }
     const StateValue& other = given.at(key);
     if (describe(value) != describe(other)) {
-      throw StateError(fmt::format("{}: key '{}' holds {} but {} is expected", what, key,
-                                   describe(other), describe(value)));
-    }
-  }
-  if (!strict) return;
-  for (const auto& [key, value] : given) {
-    if (!expected.contains(key)) {
       throw StateError(
-          fmt::format("{}: unexpected key '{}' in the loaded state (nothing here saves it; "
-                      "load non-strictly to ignore it)",
-                      what, key));
+          what, key, fmt::format("holds {} but {} is expected", describe(other), describe(value)));
     }
   }
+  for (const auto& entry : given) {
+    if (expected.contains(entry.first)) continue;
+    if (!strict) {
+      report.unexpected_keys.push_back(entry.first);
+      continue;
+    }
+    throw StateError(what, entry.first,
+                     "is not expected: nothing here saves it (load non-strictly to ignore it)");
+  }
+  return report;
 }
 
 }  // namespace tth

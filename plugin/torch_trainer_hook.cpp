@@ -8,13 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <iostream>
 
+#include "check_argument.h"
 #include "epoch_tolerance.h"
-#include "module_state.h"
-#include "optimizer_state.h"
-#include "rng_state.h"
+#include "training_state.h"
+#include "tth/diagnostics.h"
 #include "tth/error.h"
+#include "tth/state_layout.h"
 
 namespace tth {
 
@@ -24,66 +24,72 @@ int64_t whole_epochs(double epoch_detail) {
   return static_cast<int64_t>(std::floor(epoch_detail + kEpochTolerance));
 }
 
+namespace layout = state_layout;
+
 constexpr const char* kWhat = "TorchTrainerHook";
 
-// LRScheduler keeps its step count protected and has no state_dict in LibTorch 1.13; a
-// member pointer named through a derived class reaches it without changing the object.
-struct SchedulerAccess : torch::optim::LRScheduler {
-  static unsigned& step_count(torch::optim::LRScheduler& scheduler) {
-    return scheduler.*(&SchedulerAccess::step_count_);
+std::string describe_error(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "a non-standard exception";
   }
-};
-
-bool has_prefix(const std::string& key, const std::string& prefix) {
-  return key.compare(0, prefix.size(), prefix) == 0;
-}
-
-// `state` without the keys under `prefix`.
-StateDict without(const StateDict& state, const std::string& prefix) {
-  StateDict rest;
-  for (const auto& [key, value] : state) {
-    if (!has_prefix(key, prefix)) rest.set(key, value);
-  }
-  return rest;
 }
 
 }  // namespace
 
 TorchTrainerHook::TorchTrainerHook(HookOptions options)
-    : iters_per_epoch_(options.iters_per_epoch_),
-      out_(std::move(options.out_)),
-      stop_trigger_(options.stop_trigger_.get()) {
-  if (!(iters_per_epoch_ > 0) || !std::isfinite(iters_per_epoch_)) {
-    throw Error(fmt::format("HookOptions: iters_per_epoch must be > 0, got {}", iters_per_epoch_));
-  }
-  if (out_.empty()) throw Error("HookOptions: out must not be empty");
+    : iters_per_epoch_(options.iters_per_epoch()),
+      out_(std::move(options.out())),
+      stop_trigger_(options.stop_trigger().get()),
+      state_(std::make_unique<TrainingState>()) {
+  check_argument(iters_per_epoch_ > 0 && std::isfinite(iters_per_epoch_), "HookOptions",
+                 "iters_per_epoch", "must be > 0", iters_per_epoch_);
+  check_argument(!out_.empty(), "HookOptions", "out", "must not be empty");
+  state_->add(std::string(layout::kManager),
+              function_part([this] { return counters(); },
+                            [this](const StateDict& state) { load_counters(state); }));
+  if (stop_trigger_) state_->add(std::string(layout::kStopTrigger), stateful_part(stop_trigger_));
 }
 
 TorchTrainerHook::~TorchTrainerHook() {
   if (!started_ || finalized_) return;
   try {
     finalize();
-  } catch (const std::exception& e) {
-    std::cerr << "TorchTrainerHook: finalize failed during destruction: " << e.what() << '\n';
   } catch (...) {
-    std::cerr << "TorchTrainerHook: finalize failed during destruction\n";
+    warn(fmt::format("{}: finalize failed during destruction: {}", kWhat,
+                     describe_error(std::current_exception())));
   }
 }
 
 std::string TorchTrainerHook::extend(std::shared_ptr<Extension> extension,
                                      std::optional<std::string> name, TriggerRef trigger,
                                      std::optional<int> priority, bool call_before_training) {
-  if (!extension) throw Error("extend: extension must not be null");
-  if (started_) {
-    throw Error(fmt::format("extend: training has started (iteration {}); register extension "
-                            "'{}' before the first iteration",
-                            iteration_, name.value_or(extension->default_name())));
-  }
-  std::string base = name ? *name : extension->default_name();
-  if (base.empty()) throw Error("extend: name must not be empty");
-  if (base.find('/') != std::string::npos) {
-    throw Error(fmt::format("extend: name must not contain '/', got '{}'", base));
-  }
+  return extend(std::move(extension), ExtendOptions()
+                                          .name(std::move(name))
+                                          .trigger(std::move(trigger))
+                                          .priority(priority)
+                                          .call_before_training(call_before_training));
+}
+
+void TorchTrainerHook::check_registration_open(const char* who, const std::string& name) const {
+  if (!started_) return;
+  throw Error(
+      fmt::format("{}: training has started (iteration {}); register '{}' before the "
+                  "first iteration",
+                  who, iteration_, name));
+}
+
+std::string TorchTrainerHook::extend(std::shared_ptr<Extension> extension,
+                                     const ExtendOptions& options) {
+  check_argument(extension != nullptr, "extend", "extension", "must not be null");
+  const std::string base = options.name().value_or(extension->default_name());
+  check_registration_open("extend", base);
+  check_argument(!base.empty(), "extend", "name", "must not be empty");
+  check_argument(base.find(layout::kSeparator) == std::string::npos, "extend", "name",
+                 "must not contain '/'", fmt::format("'{}'", base));
   auto taken = [this](const std::string& candidate) {
     return std::any_of(entries_.begin(), entries_.end(),
                        [&](const Entry& e) { return e.name == candidate; });
@@ -91,48 +97,54 @@ std::string TorchTrainerHook::extend(std::shared_ptr<Extension> extension,
   std::string unique = base;
   for (int ordinal = 1; taken(unique); ++ordinal) unique = fmt::format("{}_{}", base, ordinal);
 
-  TriggerRef chosen = trigger.is_set() ? trigger : extension->default_trigger();
-  Entry entry{unique, std::move(extension), chosen.get(),
-              priority.value_or(0), call_before_training};
-  if (!priority) entry.priority = entry.extension->default_priority();
+  const TriggerRef& chosen =
+      options.trigger().is_set() ? options.trigger() : extension->default_trigger();
+  Entry entry{unique, std::move(extension), chosen.get(), options.priority().value_or(0),
+              options.call_before_training()};
+  if (!options.priority()) entry.priority = entry.extension->default_priority();
+  state_->add(layout::key(layout::kExtensions, unique), stateful_part(entry.extension));
+  if (entry.trigger) {
+    state_->add(layout::key(layout::kExtensionTriggers, unique), stateful_part(entry.trigger));
+  }
   // Stable: equal priorities keep registration order.
-  auto position = std::upper_bound(
-      entries_.begin(), entries_.end(), entry.priority,
-      [](int value, const Entry& existing) { return value > existing.priority; });
+  auto position =
+      std::upper_bound(entries_.begin(), entries_.end(), entry.priority,
+                       [](int value, const Entry& existing) { return value > existing.priority; });
   entries_.insert(position, std::move(entry));
   return unique;
 }
 
-template <typename Map, typename Object>
-void TorchTrainerHook::add_named(const char* what, Map& map, const std::string& name,
-                                 Object object) {
-  if (!object) throw Error(fmt::format("{}: '{}' must not be null", what, name));
-  if (name.empty()) throw Error(fmt::format("{}: name must not be empty", what));
-  if (name.find('/') != std::string::npos) {
-    throw Error(fmt::format("{}: name must not contain '/', got '{}'", what, name));
-  }
-  if (started_) throw Error(fmt::format("{}: training has started; add '{}' before", what, name));
-  if (!map.emplace(name, std::move(object)).second) {
-    throw Error(fmt::format("{}: '{}' is already registered", what, name));
-  }
-}
-
-void TorchTrainerHook::add_model(const std::string& name, std::shared_ptr<torch::nn::Module> model) {
-  add_named("add_model", models_, name, std::move(model));
+void TorchTrainerHook::add_model(const std::string& name,
+                                 std::shared_ptr<torch::nn::Module> model) {
+  check_registration_open("add_model", name);
+  state_->add_model(name, std::move(model));
 }
 
 void TorchTrainerHook::add_optimizer(const std::string& name,
                                      std::shared_ptr<torch::optim::Optimizer> optimizer) {
-  add_named("add_optimizer", optimizers_, name, std::move(optimizer));
+  check_registration_open("add_optimizer", name);
+  state_->add_optimizer(name, std::move(optimizer));
 }
 
 void TorchTrainerHook::add_scheduler(const std::string& name,
                                      std::shared_ptr<torch::optim::LRScheduler> scheduler) {
-  add_named("add_scheduler", schedulers_, name, std::move(scheduler));
+  check_registration_open("add_scheduler", name);
+  state_->add_scheduler(name, std::move(scheduler));
 }
 
 void TorchTrainerHook::add_state(const std::string& name, std::shared_ptr<Stateful> object) {
-  add_named("add_state", states_, name, std::move(object));
+  check_registration_open("add_state", name);
+  state_->add_state(name, std::move(object));
+}
+
+const std::map<std::string, std::shared_ptr<torch::nn::Module>>& TorchTrainerHook::models()
+    const noexcept {
+  return state_->models();
+}
+
+const std::map<std::string, std::shared_ptr<torch::optim::Optimizer>>&
+TorchTrainerHook::optimizers() const noexcept {
+  return state_->optimizers();
 }
 
 template <typename Hook>
@@ -140,12 +152,9 @@ void TorchTrainerHook::for_each_guarded(const char* phase, Hook&& hook) noexcept
   for (Entry& entry : entries_) {
     try {
       hook(entry);
-    } catch (const std::exception& e) {
-      std::cerr << "TorchTrainerHook: " << phase << " of extension '" << entry.name
-                << "' failed: " << e.what() << '\n';
     } catch (...) {
-      std::cerr << "TorchTrainerHook: " << phase << " of extension '" << entry.name
-                << "' failed with a non-standard exception\n";
+      warn(fmt::format("{}: {} of extension '{}' failed: {}", kWhat, phase, entry.name,
+                       describe_error(std::current_exception())));
     }
   }
 }
@@ -183,8 +192,8 @@ void TorchTrainerHook::run_start_phases() {
 
 void TorchTrainerHook::begin_iteration() {
   if (failed_ || finalized_) {
-    throw Error(fmt::format("begin_iteration: training has already ended at iteration {}",
-                            iteration_));
+    throw Error(
+        fmt::format("begin_iteration: training has already ended at iteration {}", iteration_));
   }
   if (in_iteration_) throw Error("begin_iteration: the previous iteration was not ended");
   start();
@@ -311,117 +320,37 @@ std::vector<std::string> TorchTrainerHook::extension_names() const {
   return names;
 }
 
-std::vector<std::pair<std::string, Stateful*>> TorchTrainerHook::components() const {
-  std::vector<std::pair<std::string, Stateful*>> result;
-  if (stop_trigger_) result.emplace_back("stop_trigger", stop_trigger_.get());
-  for (const Entry& entry : entries_) {
-    result.emplace_back("extensions/" + entry.name, entry.extension.get());
-    if (entry.trigger) result.emplace_back("extension_triggers/" + entry.name, entry.trigger.get());
-  }
-  for (const auto& [name, object] : states_) result.emplace_back("state/" + name, object.get());
-  return result;
-}
-
-StateDict TorchTrainerHook::state_dict() const {
+StateDict TorchTrainerHook::counters() const {
   StateDict state;
-  state.set_int("manager/iteration", iteration_);
-  state.set_int("manager/epoch", epoch());
-  state.set_double("manager/epoch_detail", epoch_detail());
-  state.set_double("manager/elapsed_time", elapsed_time());
-  state.set_bool("manager/stop_triggered", stop_triggered_);
-  for (const auto& [prefix, component] : components()) state.merge(prefix, component->state_dict());
-  for (const auto& [name, model] : models_) state.merge("models/" + name, module_state_dict(*model));
-  for (const auto& [name, optimizer] : optimizers_) {
-    state.merge("optimizers/" + name, optimizer_state_dict(*optimizer));
-  }
-  for (const auto& [name, scheduler] : schedulers_) {
-    state.set_int("schedulers/" + name + "/step_count", SchedulerAccess::step_count(*scheduler));
-  }
-  state.merge("rng", rng_state_dict());
+  state.set_int(std::string(layout::kIteration), iteration_);
+  state.set_int(std::string(layout::kEpoch), epoch());
+  state.set_double(std::string(layout::kEpochDetail), epoch_detail());
+  state.set_double(std::string(layout::kElapsedTime), elapsed_time());
+  state.set_bool(std::string(layout::kStopTriggered), stop_triggered_);
   return state;
 }
 
-void TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
-  // Check everything before changing anything. Optimizer state has optional parts (a
-  // parameter that never stepped has none), so it has its own check.
-  const StateDict expected = state_dict();
-  check_compatible(without(expected, "optimizers/"), without(state, "optimizers/"), strict, kWhat);
-  for (const auto& [name, optimizer] : optimizers_) {
-    check_optimizer_state(*optimizer, state.sub("optimizers/" + name), strict,
-                          "optimizers/" + name + "/");
-  }
-  if (strict) {
-    for (const auto& [key, value] : state) {
-      if (!has_prefix(key, "optimizers/")) continue;
-      const std::string name = key.substr(11, key.find('/', 11) - 11);
-      if (!optimizers_.count(name)) {
-        throw StateError(fmt::format("{}: unexpected key '{}': no optimizer named '{}' is "
-                                     "registered (load non-strictly to ignore it)",
-                                     kWhat, key, name));
-      }
-    }
-  }
-
-  // Every check passed. Applying can still fail (a user's load_state_dict, memory): then the
-  // state before the load is put back, so a failed load changes nothing.
-  StateDict backup;
-  for (const auto& [key, value] : expected) {
-    const auto* tensor = std::get_if<at::Tensor>(&value);
-    backup.set(key, tensor != nullptr ? StateValue(tensor->clone()) : value);
-  }
-  try {
-    apply_state(state, expected, strict);
-  } catch (...) {
-    try {
-      apply_state(backup, expected, /*strict=*/true);
-    } catch (const std::exception& error) {
-      std::cerr << "TorchTrainerHook: restoring the state after a failed load failed too: "
-                << error.what() << '\n';
-    }
-    throw;
-  }
-}
-
-void TorchTrainerHook::apply_state(const StateDict& state, const StateDict& expected,
-                                   bool strict) {
-  // A component is loaded only when all its keys are present.
-  auto complete = [&](const std::string& prefix) {
-    for (const auto& entry : expected.sub(prefix)) {
-      if (!state.contains(prefix + "/" + entry.first)) return false;
-    }
-    return true;
-  };
-  if (state.contains("manager/iteration")) iteration_ = state.get_int("manager/iteration");
-  if (state.contains("manager/elapsed_time")) {
-    elapsed_before_ = state.get_double("manager/elapsed_time");
+void TorchTrainerHook::load_counters(const StateDict& state) {
+  // epoch and epoch_detail follow from the iteration; they are saved for readers of the file.
+  const std::string iteration(layout::kIteration), elapsed(layout::kElapsedTime),
+      stopped(layout::kStopTriggered);
+  if (state.contains(iteration)) iteration_ = state.get_int(iteration);
+  if (state.contains(elapsed)) {
+    elapsed_before_ = state.get_double(elapsed);
     start_time_ = std::chrono::steady_clock::now();
   }
-  for (const auto& [prefix, component] : components()) {
-    if (complete(prefix)) component->load_state_dict(state.sub(prefix));
-  }
-  for (const auto& [name, model] : models_) {
-    const std::string prefix = "models/" + name;
-    if (complete(prefix)) load_module_state(*model, state.sub(prefix));
-  }
-  for (const auto& [name, optimizer] : optimizers_) {
-    const std::string prefix = "optimizers/" + name;
-    if (strict || state.contains(prefix + "/param_groups/0/lr")) {
-      load_optimizer_state(*optimizer, state.sub(prefix));
-    }
-  }
-  for (const auto& [name, scheduler] : schedulers_) {
-    const std::string key = "schedulers/" + name + "/step_count";
-    if (state.contains(key)) {
-      SchedulerAccess::step_count(*scheduler) = static_cast<unsigned>(state.get_int(key));
-    }
-  }
-  load_rng_state(state.sub("rng"));
-  if (state.contains("manager/stop_triggered")) {
-    // A snapshot of the last iteration says "stopped"; that stands only if this run's stop
-    // trigger agrees, so training can be extended by resuming with a longer stop trigger.
-    stop_triggered_ = state.get_bool("manager/stop_triggered") && stop_trigger_ &&
-                      (stop_trigger_->finished() || length_reached());
-  }
+  if (state.contains(stopped)) stop_triggered_ = state.get_bool(stopped);
+}
+
+StateDict TorchTrainerHook::state_dict() const { return state_->save(); }
+
+IncompatibleKeys TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
+  IncompatibleKeys left_out = state_->load(state, strict, "TorchTrainerHook::load_state_dict");
+  // A snapshot of the last iteration says "stopped"; that stands only if this run's stop
+  // trigger agrees, so training can be extended by resuming with a longer stop trigger.
+  stop_triggered_ =
+      stop_triggered_ && stop_trigger_ && (stop_trigger_->finished() || length_reached());
+  return left_out;
 }
 
 bool TorchTrainerHook::length_reached() const {

@@ -1,5 +1,6 @@
 #include "tth/trainer.h"
 
+#include "check_argument.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -7,9 +8,12 @@ namespace tth {
 namespace {
 HookOptions options_for(const std::shared_ptr<Updater>& updater, TriggerRef stop_trigger,
                         std::string out) {
-  if (!updater) throw Error("Trainer: updater must not be null");
-  if (!stop_trigger.get()) throw Error("Trainer: stop_trigger must be set, e.g. {10, tth::epoch}");
-  return HookOptions(updater->iters_per_epoch()).stop_trigger(std::move(stop_trigger)).out(std::move(out));
+  check_argument(updater != nullptr, "Trainer", "updater", "must not be null");
+  check_argument(stop_trigger.get() != nullptr, "Trainer", "stop_trigger",
+                 "must be set, e.g. {10, tth::epoch}");
+  return HookOptions(updater->iters_per_epoch())
+      .stop_trigger(std::move(stop_trigger))
+      .out(std::move(out));
 }
 }  // namespace
 
@@ -21,8 +25,9 @@ Trainer::Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std:
 
 void Trainer::run() {
   if (ran_) {
-    throw Error("Trainer::run: this Trainer already ran; build a new Trainer and load a saved "
-                "state to continue training");
+    throw Error(
+        "Trainer::run: this Trainer already ran; build a new Trainer and load a saved "
+        "state to continue training");
   }
   ran_ = true;
   while (!hook_.done()) hook_.run_iteration([this] { updater_->update(); });

@@ -1,14 +1,10 @@
 #include "tth/trigger.h"
 
-#include "tth/triggers/interval_trigger.h"
-
 namespace tth {
 
 const char* to_string(Unit unit) { return unit == Unit::kEpoch ? "epoch" : "iteration"; }
 
-TriggerRef TriggerRef::interval(double period, Unit unit) {
-  return TriggerRef(std::make_shared<IntervalTrigger>(period, unit));
-}
+// TriggerRef::interval is defined with IntervalTrigger, so the base knows no derived trigger.
 
 TriggerRef TriggerRef::never() {
   TriggerRef ref;

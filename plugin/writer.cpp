@@ -1,12 +1,12 @@
 #include "tth/writer.h"
 
+#include "check_argument.h"
 #include "tth/atomic_file.h"
-#include "tth/error.h"
 
 namespace tth {
 
 SimpleWriter::SimpleWriter(SaveFunction savefun) : savefun_(std::move(savefun)) {
-  if (!savefun_) throw Error("SimpleWriter: savefun must be callable");
+  check_argument(static_cast<bool>(savefun_), "SimpleWriter", "savefun", "must be callable");
 }
 
 void SimpleWriter::write(const std::string& path, StateDict state,

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy unzip
   clang libclang-rt-14-dev  # the libFuzzer target (ctest -L fuzz)
+  clang-format git           # the format check (ctest -L format)
 )
 
 missing=()

@@ -15,9 +15,9 @@ TEST(Extension, CallOrderFollowsPriorityWithStableTies) {
   Log log;
   TorchTrainerHook hook{HookOptions(10).stop_trigger({2, iteration})};
   hook.extend(recorder("reader1", &log));  // default priority kReader
-  hook.extend(recorder("writer", &log), std::nullopt, {}, priority::kWriter);
+  hook.extend(recorder("writer", &log), ExtendOptions().priority(priority::kWriter));
   hook.extend(recorder("reader2", &log));
-  hook.extend(recorder("editor", &log), std::nullopt, {}, priority::kEditor);
+  hook.extend(recorder("editor", &log), ExtendOptions().priority(priority::kEditor));
   EXPECT_EQ(hook.extension_names(),
             (std::vector<std::string>{"writer", "editor", "reader1", "reader2"}));
   while (!hook.done()) hook.run_iteration([&] { log.push_back("update"); });
@@ -39,8 +39,8 @@ TEST(Extension, CallBeforeTrainingRunsOnceAtIterationZeroInAFreshObservation) {
                     log.push_back("before@" + std::to_string(h.iteration()));
                   },
                   ExtensionOptions().trigger({2, iteration})),
-              "b", {}, std::nullopt, /*call_before_training=*/true);
-  hook.extend(recorder("plain", &log), std::nullopt, {1, epoch}, std::nullopt, false);
+              ExtendOptions().name("b").call_before_training(true));
+  hook.extend(recorder("plain", &log), ExtendOptions().trigger({1, epoch}));
   run_empty(hook, 2);
   EXPECT_EQ(seen, 0);
   EXPECT_EQ(log, (Log{"plain:initialize@0", "before@0", "before@2"}));
@@ -52,9 +52,10 @@ TEST(Extension, CallBeforeTrainingIsSkippedOnResume) {
   TorchTrainerHook first{HookOptions(10)};
   run_empty(first, 3);
   TorchTrainerHook hook{HookOptions(10)};
-  hook.extend(make_extension([&](TorchTrainerHook& h) { log.push_back(std::to_string(h.iteration())); },
-                             ExtensionOptions().trigger(TriggerRef::never())),
-              "b", {}, std::nullopt, true);
+  hook.extend(
+      make_extension([&](TorchTrainerHook& h) { log.push_back(std::to_string(h.iteration())); },
+                     ExtensionOptions().trigger(TriggerRef::never())),
+      ExtendOptions().name("b").call_before_training(true));
   hook.load_state_dict(first.state_dict());
   run_empty(hook, 1);
   EXPECT_TRUE(log.empty());
@@ -69,10 +70,11 @@ TEST(Extension, SnapshotPriorityRunsAfterEveryTriggerWasEvaluated) {
       return true;
     });
   };
-  hook.extend(recorder("snapshot", &log), std::nullopt, logging_trigger("snapshot"),
-              priority::kSnapshot);
-  hook.extend(recorder("reader", &log), std::nullopt, logging_trigger("reader"));
-  hook.extend(recorder("last", &log), std::nullopt, logging_trigger("last"), -200);
+  hook.extend(recorder("snapshot", &log),
+              ExtendOptions().trigger(logging_trigger("snapshot")).priority(priority::kSnapshot));
+  hook.extend(recorder("reader", &log), ExtendOptions().trigger(logging_trigger("reader")));
+  hook.extend(recorder("last", &log),
+              ExtendOptions().trigger(logging_trigger("last")).priority(-200));
   hook.run_iteration([] {});
   EXPECT_EQ(log, (Log{"reader:initialize@0", "snapshot:initialize@0", "last:initialize@0",
                       "trigger:reader", "reader:call@1", "trigger:snapshot", "trigger:last",
@@ -86,7 +88,7 @@ TEST(Extension, ErrorInUpdateRunsEveryOnErrorThenFinalizeAndRethrowsTheOriginal)
   auto other = recorder("other", &log);
   {
     TorchTrainerHook hook{HookOptions(10)};
-    hook.extend(failing, std::nullopt, {}, priority::kWriter);
+    hook.extend(failing, ExtendOptions().priority(priority::kWriter));
     hook.extend(other);
     hook.run_iteration([] {});
     struct Boom : std::runtime_error {
@@ -105,12 +107,12 @@ TEST(Extension, ErrorInUpdateRunsEveryOnErrorThenFinalizeAndRethrowsTheOriginal)
 TEST(Extension, ErrorInAnExtensionTakesTheSameErrorPath) {
   Log log;
   TorchTrainerHook hook{HookOptions(10)};
-  hook.extend(recorder("first", &log), std::nullopt, {}, priority::kWriter);
+  hook.extend(recorder("first", &log), ExtendOptions().priority(priority::kWriter));
   hook.extend(make_extension([](TorchTrainerHook&) { throw std::logic_error("extension bug"); }),
               "bad");
   EXPECT_THROW_WITH(hook.run_iteration([] {}), std::logic_error, "extension bug");
-  EXPECT_EQ(log, (Log{"first:initialize@0", "first:call@1", "first:on_error@1",
-                      "first:finalize@1"}));
+  EXPECT_EQ(log,
+            (Log{"first:initialize@0", "first:call@1", "first:on_error@1", "first:finalize@1"}));
 }
 
 TEST(Extension, ErrorInInitializeTakesTheErrorPath) {
@@ -151,7 +153,7 @@ TEST(Extension, FinalizeRunsExactlyOnceOnDestructionAndOnStop) {
   log.clear();
   {
     TorchTrainerHook hook{HookOptions(10)};
-    hook.extend(recorder("r", &log), std::nullopt, TriggerRef::never());
+    hook.extend(recorder("r", &log), ExtendOptions().trigger(TriggerRef::never()));
     run_empty(hook, 1);
     hook.stop();
     EXPECT_TRUE(hook.done());
@@ -170,10 +172,11 @@ TEST(Extension, FinalizeRunsExactlyOnceOnDestructionAndOnStop) {
 TEST(Extension, FinalizeErrorsAreRethrownAfterEveryFinalizeRan) {
   Log log;
   TorchTrainerHook hook{HookOptions(10)};
-  hook.extend(make_extension([](TorchTrainerHook&) {},
-                             ExtensionOptions().finalizer(
-                                 [](TorchTrainerHook&) { throw std::runtime_error("close"); })),
-              "bad", {}, priority::kWriter);
+  hook.extend(
+      make_extension([](TorchTrainerHook&) {}, ExtensionOptions().finalizer([](TorchTrainerHook&) {
+        throw std::runtime_error("close");
+      })),
+      ExtendOptions().name("bad").priority(priority::kWriter));
   hook.extend(recorder("r", &log));
   run_empty(hook, 1);
   EXPECT_THROW_WITH(hook.finalize(), std::runtime_error, "close");
@@ -199,17 +202,64 @@ TEST(Extension, DefaultNameIsTheClassName) {
   EXPECT_EQ(hook.extend(make_extension([](TorchTrainerHook&) {})), "lambda");
 }
 
+TEST(Extension, ExtendOptionsOverrideEachDefaultAndThePositionalFormStays) {
+  Log log;
+  TorchTrainerHook hook{HookOptions(10)};
+  // Only the priority set: name and trigger (every iteration) are the extension's.
+  EXPECT_EQ(hook.extend(recorder("late", &log), ExtendOptions().priority(-5)), "late");
+  // Only the trigger set.
+  EXPECT_EQ(hook.extend(recorder("sparse", &log), ExtendOptions().trigger({2, iteration})),
+            "sparse");
+  // Every option.
+  EXPECT_EQ(hook.extend(recorder("one", &log), ExtendOptions()
+                                                   .name("first")
+                                                   .trigger(TriggerRef::never())
+                                                   .priority(priority::kWriter)
+                                                   .call_before_training(true)),
+            "first");
+  // The positional form, as Chainer users write it.
+  EXPECT_EQ(hook.extend(recorder("two", &log), "second", {1, iteration}, priority::kEditor),
+            "second");
+  EXPECT_EQ(hook.extension_names(),
+            (std::vector<std::string>{"first", "second", "sparse", "late"}));
+  run_empty(hook, 2);
+  // The recorders log their own names: "one" is registered as "first", "two" as "second".
+  EXPECT_EQ(log, (Log{"one:initialize@0", "two:initialize@0", "sparse:initialize@0",
+                      "late:initialize@0", "one:call@0", "two:call@1", "late:call@1", "two:call@2",
+                      "sparse:call@2", "late:call@2"}));
+  // The options read back as they were set.
+  const auto options = ExtendOptions().name("n").priority(3).call_before_training(true);
+  EXPECT_EQ(options.name(), std::optional<std::string>("n"));
+  EXPECT_EQ(options.priority(), std::optional<int>(3));
+  EXPECT_TRUE(options.call_before_training());
+  EXPECT_FALSE(options.trigger().is_set());
+}
+
+TEST(Extension, FailingHandlersAreReportedThroughTheWarningChannel) {
+  Log log;
+  auto failing = recorder("failing_handler", &log);
+  failing->throw_in_on_error = true;
+  test::CapturedWarnings warnings;
+  TorchTrainerHook hook{HookOptions(10)};
+  hook.extend(failing);
+  EXPECT_THROW(hook.run_iteration([] { throw std::runtime_error("boom"); }), std::runtime_error);
+  EXPECT_EQ(warnings.messages(),
+            (std::vector<std::string>{"TorchTrainerHook: on_error of extension 'failing_handler' "
+                                      "failed: handler failure"}));
+}
+
 TEST(Extension, BadArgumentsAreRejected) {
   TorchTrainerHook hook{HookOptions(10)};
-  EXPECT_THROW_WITH(hook.extend(nullptr), Error, "extension must not be null");
+  EXPECT_THROW_WITH(hook.extend(nullptr), Error, "extend: extension must not be null");
   EXPECT_THROW_WITH(hook.extend(make_extension([](TorchTrainerHook&) {}), ""), Error,
                     "name must not be empty");
   EXPECT_THROW_WITH(hook.extend(make_extension([](TorchTrainerHook&) {}), "a/b"), Error,
-                    "must not contain '/'");
-  EXPECT_THROW_WITH(make_extension(nullptr), Error, "must be callable");
+                    "extend: name must not contain '/', got 'a/b'");
+  EXPECT_THROW_WITH(make_extension(nullptr), Error, "make_extension: fn must be callable");
   run_empty(hook, 1);
   EXPECT_THROW_WITH(hook.extend(make_extension([](TorchTrainerHook&) {}), "late"), Error,
-                    "training has started (iteration 1); register extension 'late'");
+                    "extend: training has started (iteration 1); register 'late' before the "
+                    "first iteration");
 }
 
 }  // namespace

@@ -21,11 +21,18 @@ struct DtypeCase {
   at::ScalarType dtype;
   std::string numpy;  // numpy's dtype.str for what we write
 };
-const std::vector<DtypeCase> kDtypes = {
-    {at::kBool, "|b1"},       {at::kChar, "|i1"},         {at::kByte, "|u1"},
-    {at::kShort, "<i2"},      {at::kInt, "<i4"},          {at::kLong, "<i8"},
-    {at::kHalf, "<f2"},       {at::kFloat, "<f4"},        {at::kDouble, "<f8"},
-    {at::kComplexFloat, "<c8"}, {at::kComplexDouble, "<c16"}, {at::kBFloat16, "<f4"}};
+const std::vector<DtypeCase> kDtypes = {{at::kBool, "|b1"},
+                                        {at::kChar, "|i1"},
+                                        {at::kByte, "|u1"},
+                                        {at::kShort, "<i2"},
+                                        {at::kInt, "<i4"},
+                                        {at::kLong, "<i8"},
+                                        {at::kHalf, "<f2"},
+                                        {at::kFloat, "<f4"},
+                                        {at::kDouble, "<f8"},
+                                        {at::kComplexFloat, "<c8"},
+                                        {at::kComplexDouble, "<c16"},
+                                        {at::kBFloat16, "<f4"}};
 
 std::string python_shape(at::IntArrayRef sizes) {
   if (sizes.size() == 1) return fmt::format("({},)", sizes[0]);
@@ -72,16 +79,16 @@ TEST(NpzSavefun, EveryDtypeAndShapeReadsInNumpyWithTheSameBytes) {
       const at::Tensor value = sample(dtype, kShapes[s]);
       state.set(key, value);
       const at::Tensor as_numpy = dtype == at::kBFloat16 ? value.to(at::kFloat) : value;
-      expected.push_back(fmt::format("{} {} {} {}", key, numpy, python_shape(value.sizes()),
-                                     hex(as_numpy)));
+      expected.push_back(
+          fmt::format("{} {} {} {}", key, numpy, python_shape(value.sizes()), hex(as_numpy)));
     }
   }
   // A non-contiguous tensor, a large one written in chunks, and texts.
   const at::Tensor transposed = sample(at::kFloat, {3, 4}).t();
   state.set("transposed", transposed);
   expected.push_back("transposed <f4 (4, 3) " + hex(transposed));
-  const at::Tensor strided = at::arange(3 * 1024 * 1024, at::kFloat).reshape({3, 1024, 1024})
-                                 .transpose(1, 2);
+  const at::Tensor strided =
+      at::arange(3 * 1024 * 1024, at::kFloat).reshape({3, 1024, 1024}).transpose(1, 2);
   state.set("chunked", strided);
   expected.push_back("chunked <f4 (3, 1024, 1024) " + hex(strided));
   state.set("text", std::string("h\xc3\xa9llo \xe2\x9c\x93"));
@@ -116,10 +123,10 @@ TEST(NpzSavefun, ContainerPassesZipfileAndUnzipAndAFlippedByteFailsBothReaders) 
   state.set("w", at::arange(1000, at::kFloat));
   state.set_int("n", 3);
   npz_savefun()(dir / "a.npz", state);
-  EXPECT_NE(python("import sys, zipfile\nprint(zipfile.ZipFile(sys.argv[1]).testzip())",
-                   {dir / "a.npz"})
-                .find("None"),
-            std::string::npos);
+  EXPECT_NE(
+      python("import sys, zipfile\nprint(zipfile.ZipFile(sys.argv[1]).testzip())", {dir / "a.npz"})
+          .find("None"),
+      std::string::npos);
   const auto unzip = run_command("unzip -t " + shell_quote(dir / "a.npz"));
   EXPECT_EQ(unzip.exit_code, 0) << unzip.output;
   auto bytes = read_file(dir / "a.npz");
@@ -147,7 +154,8 @@ TEST(NpzSavefun, RejectsWhatNumpyCannotHold) {
   EXPECT_THROW_WITH(npz_savefun()(dir / "x.npz", state), Error, "key 'q' has dtype ComplexHalf");
   StateDict text;
   text.set("t", std::string("\xff\xfe"));
-  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "key 't' holds a text that is not valid UTF-8");
+  EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error,
+                    "key 't' holds a text that is not valid UTF-8");
   text.set("t", std::string("\xed\xa0\x80"));  // a surrogate
   EXPECT_THROW_WITH(npz_savefun()(dir / "y.npz", text), Error, "not valid UTF-8");
   EXPECT_THROW_WITH(npz_savefun(NpzOptions().level(12)), Error, "level must be -1 or 0..9, got 12");
@@ -179,7 +187,8 @@ for name in ['?', 'i1', 'u1', 'i2', 'i4', 'i8', 'f2', 'f4', 'f8', 'c8', 'c16']:
     for i, shape in enumerate([(), (0,), (3,), (2, 3), (0, 5), (2, 1, 3)]):
         n = int(np.prod(shape))
         a = (np.arange(n) * 3 - 4).reshape(shape)
-        arrays[f'{name}/s{i}'] = (a % 2 == 1) if name == '?' else (abs(a) if name == 'u1' else a).astype(name)
+        values = (a % 2 == 1) if name == '?' else (abs(a) if name == 'u1' else a)
+        arrays[f'{name}/s{i}'] = values.astype(name)
 arrays['big/i4'] = np.arange(6, dtype='>i4').reshape(2, 3)
 arrays['big/f8'] = np.linspace(0, 1, 5).astype('>f8')
 arrays['big/c16'] = (np.arange(3) + 1j).astype('>c16')
@@ -202,9 +211,10 @@ for k, a in arrays.items():
   }
   ASSERT_GE(expected.size(), 70u);
   const std::map<at::ScalarType, std::string> numpy_of = {
-      {at::kBool, "|b1"},  {at::kChar, "|i1"},  {at::kByte, "|u1"},   {at::kShort, "<i2"},
-      {at::kInt, "<i4"},   {at::kLong, "<i8"},  {at::kHalf, "<f2"},   {at::kFloat, "<f4"},
-      {at::kDouble, "<f8"}, {at::kComplexFloat, "<c8"}, {at::kComplexDouble, "<c16"}};
+      {at::kBool, "|b1"},         {at::kChar, "|i1"},          {at::kByte, "|u1"},
+      {at::kShort, "<i2"},        {at::kInt, "<i4"},           {at::kLong, "<i8"},
+      {at::kHalf, "<f2"},         {at::kFloat, "<f4"},         {at::kDouble, "<f8"},
+      {at::kComplexFloat, "<c8"}, {at::kComplexDouble, "<c16"}};
   for (const std::string file : {"plain.npz", "compressed.npz"}) {
     const StateDict state = read_npz(dir / file);
     EXPECT_FALSE(state.contains("none"));  // a 0-d object array (Chainer's None) is absent
@@ -222,9 +232,10 @@ for k, a in arrays.items():
 
 TEST(ReadNpz, TextsKeepInnerNulsAndReadBigEndian) {
   TempDir dir;
-  python("import sys, numpy as np\n"
-         "np.savez(sys.argv[1], nul=np.array('a\\x00b'), big=np.array('abc', dtype='>U3'))",
-         {dir / "texts.npz"});
+  python(
+      "import sys, numpy as np\n"
+      "np.savez(sys.argv[1], nul=np.array('a\\x00b'), big=np.array('abc', dtype='>U3'))",
+      {dir / "texts.npz"});
   const StateDict state = read_npz(dir / "texts.npz");
   EXPECT_EQ(state.text("nul"), std::string("a\0b", 3));
   EXPECT_EQ(state.text("big"), "abc");
@@ -232,23 +243,28 @@ TEST(ReadNpz, TextsKeepInnerNulsAndReadBigEndian) {
 
 TEST(ReadNpz, ForeignMembersAndGarbageAreFormatErrors) {
   TempDir dir;
-  python("import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('a.txt', 'x')",
-         {dir / "txt.npz"});
+  python(
+      "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('a.txt', 'x')",
+      {dir / "txt.npz"});
   EXPECT_THROW_WITH(read_npz(dir / "txt.npz"), FormatError, "member 'a.txt': not an .npy array");
   python(R"(
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1], 'w') as z:
-    z.writestr('a.npy', b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1000000,), }" + b' ' * 45 + b'\n' + b'\0' * 16)
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (1000000,), }" + b' ' * 45
+    z.writestr('a.npy', b"\x93NUMPY\x01\x00\x6d\x00" + header + b'\n' + b'\0' * 16)
 )",
          {dir / "lying.npz"});
-  EXPECT_THROW_WITH(read_npz(dir / "lying.npz"), FormatError, "the header declares 8000000 data bytes");
+  EXPECT_THROW_WITH(read_npz(dir / "lying.npz"), FormatError,
+                    "the header declares 8000000 data bytes");
   write_file(dir / "junk.npz", {'P', 'K', 3, 4, 0, 0});
   EXPECT_THROW(read_npz(dir / "junk.npz"), FormatError);
 }
 
 // A module laid out like a Chainer model with links l1 and l2.
 struct Net : torch::nn::Module {
-  Net() : l1(register_module("l1", torch::nn::Linear(3, 4))), l2(register_module("l2", torch::nn::Linear(4, 2))) {}
+  Net()
+      : l1(register_module("l1", torch::nn::Linear(3, 4))),
+        l2(register_module("l2", torch::nn::Linear(4, 2))) {}
   torch::nn::Linear l1, l2;
 };
 
@@ -276,7 +292,8 @@ TEST(LoadNpz, LoadsAChainerModelWithAPrefixAndTheChainerKeyMap) {
   EXPECT_TRUE(same_tensor(net.l1->weight, at::arange(12, at::kFloat).reshape({4, 3}) / 10));
   EXPECT_TRUE(same_tensor(net.l1->bias, at::tensor({1.f, 2.f, 3.f, 4.f})));
   // float16 in the file, float32 in the module: converted.
-  EXPECT_TRUE(same_tensor(net.l2->weight, (at::arange(8, at::kDouble).reshape({2, 4}) / 4).to(at::kFloat)));
+  EXPECT_TRUE(
+      same_tensor(net.l2->weight, (at::arange(8, at::kDouble).reshape({2, 4}) / 4).to(at::kFloat)));
   EXPECT_EQ(chainer_names("bn/avg_mean"), "bn.running_mean");
   EXPECT_EQ(chainer_names("W"), "weight");
   EXPECT_EQ(chainer_names("l1/Wx"), "l1.Wx");
@@ -291,9 +308,11 @@ TEST(LoadNpz, StrictnessIgnoredNamesShapesAndLossyDtypesAreChecked) {
   Net net;
   const at::Tensor before = net.l1->weight.clone();
   EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", net, options), StateError,
-                    "key 'iteration' of the file has no place in the module");
+                    "load_npz: " + (dir / "chainer.npz") +
+                        ": key 'iteration': the file's key has no place in the module");
   EXPECT_TRUE(same_tensor(net.l1->weight, before));  // nothing changed
-  load_npz(dir / "chainer.npz", net, NpzLoadOptions(options).ignore({"iteration", "optimizer:main/t"}));
+  load_npz(dir / "chainer.npz", net,
+           NpzLoadOptions(options).ignore({"iteration", "optimizer:main/t"}));
   EXPECT_FALSE(same_tensor(net.l1->weight, before));
   Net other;
   load_npz(dir / "chainer.npz", other, NpzLoadOptions(options).strict(false));
@@ -303,12 +322,20 @@ TEST(LoadNpz, StrictnessIgnoredNamesShapesAndLossyDtypesAreChecked) {
     Wide() { l1 = register_module("l1", torch::nn::Linear(3, 5)); }
     torch::nn::Linear l1{nullptr};
   } wide;
-  EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", wide,
-                             NpzLoadOptions().prefix("updater/model:main/predictor/").key_map(chainer_names).strict(false)),
-                    StateError, "key 'l1.weight' holds Float[4, 3] but the module has Float[5, 3]");
+  EXPECT_THROW_WITH(
+      load_npz(dir / "chainer.npz", wide,
+               NpzLoadOptions()
+                   .prefix("updater/model:main/predictor/")
+                   .key_map(chainer_names)
+                   .strict(false)),
+      StateError,
+      "load_npz: " + (dir / "chainer.npz") +
+          ": key 'l1.weight': the file holds Float[4, 3] but the module has Float[5, 3]");
   Net missing;
   EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", missing, NpzLoadOptions().prefix("nothing/")),
-                    StateError, "key 'l1.weight' of the module is not in the file");
+                    StateError,
+                    "load_npz: " + (dir / "chainer.npz") +
+                        ": key 'l1.weight': the module's key is not in the file");
   StateDict doubles;
   doubles.set("l1.weight", at::zeros({4, 3}, at::kDouble));
   doubles.set("l1.bias", at::zeros({4}));
@@ -316,18 +343,21 @@ TEST(LoadNpz, StrictnessIgnoredNamesShapesAndLossyDtypesAreChecked) {
   doubles.set("l2.bias", at::zeros({2}));
   npz_savefun()(dir / "doubles.npz", doubles);
   EXPECT_THROW_WITH(load_npz(dir / "doubles.npz", missing), StateError,
-                    "key 'l1.weight' holds Double values, which do not convert to Float without loss");
+                    "load_npz: " + (dir / "doubles.npz") +
+                        ": key 'l1.weight': the file holds Double values, which do not convert to "
+                        "Float without loss");
 }
 
 TEST(LoadNpz, LoadsOptimizerStateFromAnNpzSnapshot) {
   TempDir dir;
   torch::manual_seed(0);
   Net net;
-  auto optimizer = std::make_shared<torch::optim::Adam>(net.parameters(), torch::optim::AdamOptions(0.02));
+  auto optimizer =
+      std::make_shared<torch::optim::Adam>(net.parameters(), torch::optim::AdamOptions(0.02));
   TorchTrainerHook hook{HookOptions(4).out(dir.path().string())};
   hook.add_optimizer("main", optimizer);
-  hook.extend(snapshot(SnapshotOptions().savefun(npz_savefun()).filename("s.npz")), std::nullopt,
-              {2, iteration});
+  hook.extend(snapshot(SnapshotOptions().savefun(npz_savefun()).filename("s.npz")),
+              ExtendOptions().trigger({2, iteration}));
   for (int i = 0; i < 2; ++i) {
     hook.run_iteration([&] {
       optimizer->zero_grad();
@@ -343,6 +373,82 @@ TEST(LoadNpz, LoadsOptimizerStateFromAnNpzSnapshot) {
   EXPECT_EQ(target.state().size(), 4u);
 }
 
+// A deep copy of an optimizer's per-parameter state, to compare after a load.
+StateDict optimizer_tensors(const TorchTrainerHook& hook) {
+  StateDict copy;
+  for (const auto& [key, value] : hook.state_dict()) {
+    if (key.rfind("optimizers/", 0) == 0 && std::holds_alternative<at::Tensor>(value)) {
+      copy.set(key, std::get<at::Tensor>(value).clone());
+    }
+  }
+  return copy;
+}
+
+TEST(LoadNpz, NonStrictOptimizerLoadKeepsWhatTheFileLacks) {
+  TempDir dir;
+  torch::manual_seed(0);
+  Net net;
+  auto optimizer =
+      std::make_shared<torch::optim::Adam>(net.parameters(), torch::optim::AdamOptions(0.02));
+  TorchTrainerHook hook{HookOptions(4).out(dir.path().string())};
+  hook.add_optimizer("main", optimizer);
+  for (int i = 0; i < 3; ++i) {
+    hook.run_iteration([&] {
+      optimizer->zero_grad();
+      net.l2->forward(net.l1->forward(torch::randn({2, 3}))).sum().backward();
+      optimizer->step();
+    });
+  }
+  const StateDict before = optimizer_tensors(hook);
+  ASSERT_EQ(optimizer->state().size(), 4u);
+  // A file with none of the optimizer's keys: the weights of a model alone.
+  StateDict weights;
+  weights.set("l1.weight", at::zeros({4, 3}));
+  npz_savefun()(dir / "weights.npz", weights);
+  test::CapturedWarnings warnings;
+  const IncompatibleKeys left_out =
+      load_npz(dir / "weights.npz", *optimizer, NpzLoadOptions().strict(false));
+  EXPECT_EQ(optimizer->state().size(), 4u);  // not wiped
+  const StateDict after = optimizer_tensors(hook);
+  ASSERT_EQ(after.size(), before.size());
+  for (const auto& [key, value] : before) {
+    EXPECT_TRUE(same_tensor(after.tensor(key), std::get<at::Tensor>(value))) << key;
+  }
+  EXPECT_DOUBLE_EQ(optimizer->param_groups()[0].options().get_lr(), 0.02);
+  EXPECT_EQ(left_out.unexpected_keys, std::vector<std::string>{"l1.weight"});
+  // Every option of the group and every field of the 4 parameters' state was left out.
+  EXPECT_NE(
+      std::find(left_out.missing_keys.begin(), left_out.missing_keys.end(), "param_groups/0/lr"),
+      left_out.missing_keys.end());
+  EXPECT_NE(
+      std::find(left_out.missing_keys.begin(), left_out.missing_keys.end(), "state/0/3/exp_avg_sq"),
+      left_out.missing_keys.end());
+  EXPECT_TRUE(warnings.contains("load_npz: " + (dir / "weights.npz") +
+                                ": non-strict load kept the current values of"));
+
+  // Strict, the same file is an error naming the file and the key, and changes nothing.
+  EXPECT_THROW_WITH(load_npz(dir / "weights.npz", *optimizer), StateError,
+                    "load_npz: " + (dir / "weights.npz") +
+                        ": key 'param_groups/0/lr': is missing from the loaded state");
+  EXPECT_EQ(optimizer->state().size(), 4u);
+}
+
+TEST(LoadNpz, NonStrictModuleLoadReportsWhatItLeftOut) {
+  TempDir dir;
+  StateDict partial;
+  partial.set("l1.weight", at::ones({4, 3}));
+  partial.set("extra", at::ones({1}));
+  npz_savefun()(dir / "partial.npz", partial);
+  Net net;
+  const at::Tensor bias = net.l1->bias.clone();
+  const IncompatibleKeys left_out =
+      load_npz(dir / "partial.npz", net, NpzLoadOptions().strict(false));
+  EXPECT_TRUE(same_tensor(net.l1->weight, at::ones({4, 3})));
+  EXPECT_TRUE(same_tensor(net.l1->bias, bias));
+  EXPECT_EQ(left_out.missing_keys, (std::vector<std::string>{"l1.bias", "l2.weight", "l2.bias"}));
+  EXPECT_EQ(left_out.unexpected_keys, std::vector<std::string>{"extra"});
+}
+
 TEST(Tool, ConvertsBetweenFormatsAndInspectsNpz) {
   TempDir dir;
   StateDict state;
@@ -353,10 +459,12 @@ TEST(Tool, ConvertsBetweenFormatsAndInspectsNpz) {
   state.set("extensions/log/json", std::string("[1, 2]"));
   torch_savefun()(dir / "a.pt", state);
   const std::string tool = TTH_TOOL;
-  auto result = run_command(tool + " convert " + shell_quote(dir / "a.pt") + " " + shell_quote(dir / "b.npz"));
+  auto result = run_command(tool + " convert " + shell_quote(dir / "a.pt") + " " +
+                            shell_quote(dir / "b.npz"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(verify_file(dir / "b.npz"), FileFormat::kNpz);
-  result = run_command(tool + " convert " + shell_quote(dir / "b.npz") + " " + shell_quote(dir / "c.pt"));
+  result = run_command(tool + " convert " + shell_quote(dir / "b.npz") + " " +
+                       shell_quote(dir / "c.pt"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const StateDict back = read_snapshot(dir / "c.pt");
   ASSERT_EQ(back.size(), state.size());

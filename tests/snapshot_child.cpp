@@ -46,15 +46,15 @@ int train(const std::map<std::string, std::string>& args) {
   auto inputs = torch::randn({n, 6});
   auto targets = inputs.matmul(torch::randn({6, 3})).argmax(1);
 
-  torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::ReLU(),
-                              torch::nn::Dropout(0.3), torch::nn::Linear(16, 3));
+  torch::nn::Sequential model(torch::nn::Linear(6, 16), torch::nn::ReLU(), torch::nn::Dropout(0.3),
+                              torch::nn::Linear(16, 3));
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   if (get(args, "--optimizer") == "adam") {
-    optimizer = std::make_shared<torch::optim::Adam>(model->parameters(),
-                                                     torch::optim::AdamOptions(0.01));
+    optimizer =
+        std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
   } else {
-    optimizer = std::make_shared<torch::optim::SGD>(
-        model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+    optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                    torch::optim::SGDOptions(0.05).momentum(0.9));
   }
   auto scheduler = std::make_shared<torch::optim::StepLR>(*optimizer, 3, 0.5);
   auto sampler = std::make_shared<torch::data::samplers::RandomSampler>(n);
@@ -71,9 +71,9 @@ int train(const std::map<std::string, std::string>& args) {
   tth::SnapshotOptions options;
   options.autoload(true);
   if (get(args, "--savefun", "torch") == "npz") options.savefun(tth::npz_savefun());
-  hook.extend(tth::snapshot(options), std::nullopt,
-              std::make_shared<tth::ManualScheduleTrigger>(std::vector<double>{snapshot_at},
-                                                           tth::iteration));
+  hook.extend(tth::snapshot(options),
+              tth::ExtendOptions().trigger(std::make_shared<tth::ManualScheduleTrigger>(
+                  std::vector<double>{snapshot_at}, tth::iteration)));
 
   std::vector<float> losses;
   while (!hook.done()) {
@@ -105,13 +105,13 @@ int crash_loop(const std::map<std::string, std::string>& args, bool forever) {
   torch::manual_seed(0);
   // About 4 MB of parameters, so that a write takes long enough to be interrupted.
   torch::nn::Sequential model(torch::nn::Linear(1024, 512), torch::nn::Linear(512, 1024));
-  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
-                                                       torch::optim::SGDOptions(0.01));
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.01));
   tth::TorchTrainerHook hook(tth::HookOptions(10).out(get(args, "--out")));
   hook.add_model("main", model);
   hook.add_optimizer("main", optimizer);
   auto snap = tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(3));
-  hook.extend(snap, std::nullopt, {1, tth::iteration});
+  hook.extend(snap, tth::ExtendOptions().trigger({1, tth::iteration}));
   hook.extend(tth::make_extension([](tth::TorchTrainerHook& h) {
                 std::cout << "ready " << h.iteration() << std::endl;
               }),

@@ -99,8 +99,8 @@ struct Training {
   explicit Training(const std::string& out, int64_t seed = 0, int64_t width = 4) {
     torch::manual_seed(seed);
     model = torch::nn::Sequential(torch::nn::Linear(3, width), torch::nn::Linear(width, 2));
-    optimizer = std::make_shared<torch::optim::Adam>(model->parameters(),
-                                                     torch::optim::AdamOptions(0.01));
+    optimizer =
+        std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
     hook = std::make_unique<TorchTrainerHook>(HookOptions(4).out(out));
     hook->add_model("main", model);
     hook->add_optimizer("main", optimizer);
@@ -123,9 +123,9 @@ struct Training {
 TEST(Snapshot, FilenameFieldsChainerFieldsAndSubdirectories) {
   TempDir dir;
   Training setup(dir.path().string());
-  setup.hook->extend(
-      snapshot(SnapshotOptions().filename("snaps/ep{epoch}_it{iteration:04d}_{.updater.iteration}")),
-      std::nullopt, {2, iteration});
+  setup.hook->extend(snapshot(SnapshotOptions().filename(
+                         "snaps/ep{epoch}_it{iteration:04d}_{.updater.iteration}")),
+                     ExtendOptions().trigger({2, iteration}));
   setup.steps(4);
   EXPECT_EQ(files_in(dir.path().string()),
             (std::vector<std::string>{"snaps/ep0_it0002_2", "snaps/ep1_it0004_4"}));
@@ -134,17 +134,21 @@ TEST(Snapshot, FilenameFieldsChainerFieldsAndSubdirectories) {
 
 TEST(Snapshot, BadArgumentsFailAtConstruction) {
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("snap_{iteraton}")), Error,
-                    "bad filename template 'snap_{iteraton}'");
+                    "SnapshotOptions: filename must be a template with the fields {iteration}, "
+                    "{epoch}, {epoch_detail}, {elapsed_time} (argument not found), got "
+                    "'snap_{iteraton}'");
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("snap_{iteration")), Error,
-                    "bad filename template");
-  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("")), Error, "must not be empty");
+                    "SnapshotOptions: filename must be a template");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("")), Error,
+                    "SnapshotOptions: filename must not be empty");
   EXPECT_THROW_WITH(
       snapshot(SnapshotOptions().savefun(torch_savefun()).writer(std::make_shared<SimpleWriter>())),
       Error, "either savefun or writer");
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().n_retains(0)), Error,
-                    "n_retains must be >= 1 (or -1 for all), got 0");
+                    "SnapshotOptions: n_retains must be >= 1 (or -1 for all), got 0");
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("{iteration}/s").autoload(true)), Error,
-                    "only in the last component");
+                    "SnapshotOptions: filename may have fields only in its last component with "
+                    "autoload or n_retains, got '{iteration}/s'");
 }
 
 TEST(Snapshot, NRetainsKeepsTheNewestByIterationNotByNameOrMtime) {
@@ -155,7 +159,7 @@ TEST(Snapshot, NRetainsKeepsTheNewestByIterationNotByNameOrMtime) {
   ASSERT_EQ(::utimensat(AT_FDCWD, (dir / "s_1").c_str(), future, 0), 0);
   Training setup(dir.path().string());
   setup.hook->extend(snapshot(SnapshotOptions().filename("s_{iteration}").n_retains(2)),
-                     std::nullopt, {3, iteration});
+                     ExtendOptions().trigger({3, iteration}));
   setup.steps(12);  // s_3 s_6 s_9 s_12: by name s_12 < s_3 < s_6 < s_9
   EXPECT_EQ(files_in(dir.path().string()), (std::vector<std::string>{"s_12", "s_9"}));
 }
@@ -165,7 +169,7 @@ TEST(Snapshot, NRetainsNeverDeletesTheNewFileNorFilesFromFurtherAlong) {
   write_file(dir / "s_100", {'x'});  // another run's, or damaged: not ours to judge
   Training setup(dir.path().string());
   setup.hook->extend(snapshot(SnapshotOptions().filename("s_{iteration}").n_retains(1)),
-                     std::nullopt, {2, iteration});
+                     ExtendOptions().trigger({2, iteration}));
   setup.steps(4);
   EXPECT_EQ(files_in(dir.path().string()), (std::vector<std::string>{"s_100", "s_4"}));
 }
@@ -173,9 +177,11 @@ TEST(Snapshot, NRetainsNeverDeletesTheNewFileNorFilesFromFurtherAlong) {
 TEST(Snapshot, ConditionGatesSaves) {
   TempDir dir;
   Training setup(dir.path().string());
-  setup.hook->extend(snapshot(SnapshotOptions().filename("s_{iteration}").condition(
-                         [](const TorchTrainerHook& h) { return h.iteration() % 2 == 0; })),
-                     std::nullopt, {1, iteration});
+  setup.hook->extend(
+      snapshot(SnapshotOptions().filename("s_{iteration}").condition([](const TorchTrainerHook& h) {
+        return h.iteration() % 2 == 0;
+      })),
+      ExtendOptions().trigger({1, iteration}));
   setup.steps(4);
   EXPECT_EQ(files_in(dir.path().string()), (std::vector<std::string>{"s_2", "s_4"}));
 }
@@ -200,8 +206,8 @@ TEST(Snapshot, SavefunErrorsAndAFullDiskKeepThePreviousSnapshot) {
     torch_savefun()(path, state);
     if (fail) throw IOError("write", path, ENOSPC);
   };
-  setup.hook->extend(snapshot(SnapshotOptions().savefun(flaky).filename("snap")), std::nullopt,
-                     {1, iteration});
+  setup.hook->extend(snapshot(SnapshotOptions().savefun(flaky).filename("snap")),
+                     ExtendOptions().trigger({1, iteration}));
   setup.step();
   const auto before = read_file(dir / "snap");
   fail = true;
@@ -226,12 +232,14 @@ TEST(Snapshot, ARealFullDiskKeepsThePreviousSnapshot) {
     ~Unmount() { run_command("umount " + shell_quote(path)); }
   } unmount{mount};
   Training small(mount, 0, 4);
-  small.hook->extend(snapshot(SnapshotOptions().filename("snap")), std::nullopt, {1, iteration});
+  small.hook->extend(snapshot(SnapshotOptions().filename("snap")),
+                     ExtendOptions().trigger({1, iteration}));
   small.step();
   const auto before = read_file(mount + "/snap");
   // A model too large for what is left of the tmpfs.
   Training large(mount, 0, 40000);
-  large.hook->extend(snapshot(SnapshotOptions().filename("snap")), std::nullopt, {1, iteration});
+  large.hook->extend(snapshot(SnapshotOptions().filename("snap")),
+                     ExtendOptions().trigger({1, iteration}));
   EXPECT_THROW(large.step(), Error);
   EXPECT_EQ(read_file(mount + "/snap"), before);
   EXPECT_TRUE(temp_files_in(mount).empty());
@@ -241,7 +249,7 @@ TEST(Snapshot, AutoloadTakesTheNewestThatVerifiesAndNamesSkippedFiles) {
   TempDir dir;
   {
     Training setup(dir.path().string());
-    setup.hook->extend(snapshot(), std::nullopt, {2, iteration});
+    setup.hook->extend(snapshot(), ExtendOptions().trigger({2, iteration}));
     setup.steps(8);  // snapshot_iter_2, 4, 6, 8
   }
   // Tear the newest (a crash mid-write on a file system without atomic rename would), flip a
@@ -258,7 +266,7 @@ TEST(Snapshot, AutoloadTakesTheNewestThatVerifiesAndNamesSkippedFiles) {
 
   Training resumed(dir.path().string(), /*seed=*/7);
   auto snap = snapshot(SnapshotOptions().autoload(true));
-  resumed.hook->extend(snap, std::nullopt, {2, iteration});
+  resumed.hook->extend(snap, ExtendOptions().trigger({2, iteration}));
   ::testing::internal::CaptureStderr();
   resumed.step();
   const std::string log = ::testing::internal::GetCapturedStderr();
@@ -276,7 +284,7 @@ TEST(Snapshot, AutoloadWithoutSnapshotsStartsFreshAndCleansTemps) {
   write_file(dir / ".snapshot_iter_3.tmp.abcdefghij12", {'x'});
   Training setup(dir.path().string());
   auto snap = snapshot(SnapshotOptions().autoload(true));
-  setup.hook->extend(snap, std::nullopt, TriggerRef::never());
+  setup.hook->extend(snap, ExtendOptions().trigger(TriggerRef::never()));
   setup.step();
   EXPECT_FALSE(snap->loaded_path());
   EXPECT_EQ(setup.hook->iteration(), 1);
@@ -287,21 +295,35 @@ TEST(Snapshot, AutoloadRefusesASnapshotOfAnotherModel) {
   TempDir dir;
   {
     Training setup(dir.path().string());
-    setup.hook->extend(snapshot(), std::nullopt, {1, iteration});
+    setup.hook->extend(snapshot(), ExtendOptions().trigger({1, iteration}));
     setup.step();
   }
   Training other(dir.path().string(), 0, /*width=*/5);
-  other.hook->extend(snapshot(SnapshotOptions().autoload(true)), std::nullopt,
-                     TriggerRef::never());
+  other.hook->extend(snapshot(SnapshotOptions().autoload(true)),
+                     ExtendOptions().trigger(TriggerRef::never()));
   EXPECT_THROW_WITH(other.step(), StateError,
-                    "autoload of '" + (dir / "snapshot_iter_1") + "' failed");
+                    "snapshot autoload: " + (dir / "snapshot_iter_1") +
+                        ": key 'models/main/0.weight': holds Float[4, 3] but Float[5, 3] is "
+                        "expected");
   EXPECT_THROW_WITH(
       {
         Training again(dir.path().string(), 0, 5);
         again.hook->extend(snapshot(SnapshotOptions().autoload(true)));
         again.step();
       },
-      StateError, "key 'models/main/0.weight' holds Float[4, 3] but Float[5, 3] is expected");
+      StateError, "key 'models/main/0.weight': holds Float[4, 3] but Float[5, 3] is expected");
+}
+
+TEST(SnapshotFile, AFifoOrADirectoryIsAFormatErrorWithoutBlocking) {
+  TempDir dir;
+  const std::string fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ::alarm(20);  // a read that blocks on the FIFO would hang: fail loudly instead
+  EXPECT_THROW_WITH(verify_file(fifo), FormatError,
+                    "'" + fifo + "' is not a regular file (a FIFO)");
+  EXPECT_THROW_WITH(read_snapshot(fifo), FormatError, fifo);
+  EXPECT_THROW_WITH(verify_file(dir.path().string()), FormatError, "(a directory)");
+  ::alarm(0);
 }
 
 TEST(SnapshotFile, ForeignAndDamagedFilesAreFormatErrorsNamingTheFile) {
@@ -309,8 +331,9 @@ TEST(SnapshotFile, ForeignAndDamagedFilesAreFormatErrorsNamingTheFile) {
   write_file(dir / "random", {1, 2, 3, 4, 5, 6, 7, 8});
   EXPECT_THROW_WITH(read_snapshot(dir / "random"), FormatError,
                     "'" + (dir / "random") + "' is neither a LibTorch archive nor an npz");
-  python("import zipfile, sys\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('a.txt', 'hi')",
-         {dir / "other.zip"});
+  python(
+      "import zipfile, sys\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('a.txt', 'hi')",
+      {dir / "other.zip"});
   EXPECT_EQ(verify_file(dir / "other.zip"), FileFormat::kOther);
   EXPECT_THROW(read_snapshot(dir / "other.zip"), FormatError);
   python("import torch, sys\ntorch.save({'w': torch.ones(3)}, sys.argv[1])", {dir / "py.pt"});
@@ -322,15 +345,16 @@ TEST(SnapshotObject, SavesAndLoadsAModuleAndAnOptimizerWithItsOptions) {
   TempDir dir;
   Training source(dir.path().string());
   source.optimizer->param_groups()[0].options().set_lr(0.123);
-  source.hook->extend(snapshot_object(source.model, "model_{iteration}"), std::nullopt, {4, iteration});
+  source.hook->extend(snapshot_object(source.model, "model_{iteration}"),
+                      ExtendOptions().trigger({4, iteration}));
   auto optimizer_snapshot = snapshot_object(source.optimizer, "optimizer_{iteration}");
-  source.hook->extend(optimizer_snapshot, std::nullopt, TriggerRef::never());
+  source.hook->extend(optimizer_snapshot, ExtendOptions().trigger(TriggerRef::never()));
   source.steps(4);
   EXPECT_EQ(optimizer_snapshot->save(*source.hook), dir / "optimizer_4");
 
   Training target(dir.path().string(), /*seed=*/5);
-  SnapshotTarget(target.model).load_state_dict(without_metadata(read_snapshot(dir / "model_4")),
-                                               "test");
+  SnapshotTarget(target.model)
+      .load_state_dict(without_metadata(read_snapshot(dir / "model_4")), "test");
   SnapshotTarget(target.optimizer)
       .load_state_dict(without_metadata(read_snapshot(dir / "optimizer_4")), "test");
   for (size_t i = 0; i < source.model->parameters().size(); ++i) {
@@ -383,18 +407,22 @@ TEST(TrainingState, OptimizerStateMismatchesAreRejected) {
   StateDict bad = state;
   bad.set("optimizers/main/state/0/0/exp_avg", torch::zeros({2, 2}));
   EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
-                    "key 'state/0/0/exp_avg' holds Float[2, 2] but Float[4, 3] is expected");
+                    "TorchTrainerHook::load_state_dict: key 'optimizers/main/state/0/0/exp_avg': "
+                    "holds Float[2, 2] but Float[4, 3] is expected");
   bad = state;
   bad.set_int("optimizers/main/state/0/9/step", 1);
   EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
-                    "unexpected key 'state/0/9/step'");
+                    "key 'optimizers/main/state/0/9/step': is not expected: another optimizer "
+                    "type, or more parameter groups or parameters");
   bad = state;
   bad.set_int("optimizers/ghost/param_groups/0/lr", 1);
-  EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError, "no optimizer named 'ghost'");
+  EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
+                    "key 'optimizers/ghost/param_groups/0/lr': is not expected: nothing "
+                    "registered here saves 'optimizers/ghost'");
   bad = state;
   bad.erase("optimizers/main/state/0/0/step");  // exp_avg without its step: incomplete
   EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
-                    "key 'state/0/0/step' is missing");
+                    "key 'optimizers/main/state/0/0/step': is missing from the loaded state");
   // Before the first step an optimizer has no per-parameter state: loading that is fine,
   // and replaces the state the target had.
   target.steps(1);
@@ -402,6 +430,38 @@ TEST(TrainingState, OptimizerStateMismatchesAreRejected) {
   Training fresh(dir.path().string());
   target.hook->load_state_dict(fresh.hook->state_dict());
   EXPECT_TRUE(target.optimizer->state().empty());
+}
+
+TEST(TrainingState, NonStrictLoadKeepsOptimizerStatePerParameter) {
+  TempDir dir;
+  Training source(dir.path().string(), 1);
+  source.steps(2);
+  Training target(dir.path().string(), 2);
+  target.steps(3);
+  StateDict state = source.hook->state_dict();
+  // Drop the state of the first parameter only: it keeps its own, the others are loaded.
+  for (const char* field : {"step", "exp_avg", "exp_avg_sq"}) {
+    ASSERT_TRUE(state.erase(std::string("optimizers/main/state/0/0/") + field)) << field;
+  }
+  const StateDict target_state = target.hook->state_dict();
+  const at::Tensor kept = target_state.tensor("optimizers/main/state/0/0/exp_avg").clone();
+  test::CapturedWarnings warnings;
+  const IncompatibleKeys left_out = target.hook->load_state_dict(state, /*strict=*/false);
+  const StateDict after = target.hook->state_dict();
+  EXPECT_TRUE(same_tensor(after.tensor("optimizers/main/state/0/0/exp_avg"), kept));
+  EXPECT_EQ(after.get_int("optimizers/main/state/0/0/step"), 3);
+  EXPECT_TRUE(same_tensor(after.tensor("optimizers/main/state/0/1/exp_avg"),
+                          state.tensor("optimizers/main/state/0/1/exp_avg")));
+  EXPECT_EQ(after.get_int("optimizers/main/state/0/1/step"), 2);
+  EXPECT_EQ(left_out.missing_keys,
+            (std::vector<std::string>{"optimizers/main/state/0/0/step",
+                                      "optimizers/main/state/0/0/exp_avg",
+                                      "optimizers/main/state/0/0/exp_avg_sq"}));
+  EXPECT_TRUE(left_out.unexpected_keys.empty());
+  EXPECT_TRUE(warnings.contains("non-strict load kept the current values of 3 missing key(s)"));
+  // Strict, the same state says the first parameter never stepped: its state goes.
+  target.hook->load_state_dict(state);
+  EXPECT_FALSE(target.hook->state_dict().contains("optimizers/main/state/0/0/exp_avg"));
 }
 
 // ---- interop with Python and the command-line tool ----
@@ -419,7 +479,8 @@ for name, value in sorted(m.named_parameters()):
     print(name, value.detach().numpy().tobytes().hex())
 full = torch.jit.load(sys.argv[2])
 params = dict(full.named_parameters())
-print('iteration', getattr(full, 'manager/iteration').item(), 'version', getattr(full, 'tth/format_version').item())
+print('iteration', getattr(full, 'manager/iteration').item(),
+      'version', getattr(full, 'tth/format_version').item())
 print('adam', 'optimizers/main/state/0/0/exp_avg' in params)
 )",
                                  {dir / "model.pt", dir / "all.pt"});
@@ -439,14 +500,16 @@ print('adam', 'optimizers/main/state/0/0/exp_avg' in params)
 TEST(Tool, InspectListsKeysAndVerifyNamesTheFirstProblem) {
   TempDir dir;
   Training setup(dir.path().string());
-  setup.hook->extend(snapshot(SnapshotOptions().filename("s")), std::nullopt, {1, iteration});
+  setup.hook->extend(snapshot(SnapshotOptions().filename("s")),
+                     ExtendOptions().trigger({1, iteration}));
   setup.step();
   const auto inspect = run_command(std::string(TTH_TOOL) + " inspect " + shell_quote(dir / "s"));
   EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: LibTorch archive"));
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("version: 1"));
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 1"));
-  EXPECT_THAT(inspect.output, ::testing::ContainsRegex("models/main/0.weight +Float +\\(4, 3\\) +48"));
+  EXPECT_THAT(inspect.output,
+              ::testing::ContainsRegex("models/main/0.weight +Float +\\(4, 3\\) +48"));
   auto bytes = read_file(dir / "s");
   bytes[bytes.size() / 2] ^= 1;
   write_file(dir / "bad", bytes);
@@ -468,8 +531,8 @@ std::string child(const std::string& args) {
 
 void expect_bit_exact_resume(const std::string& optimizer, const std::string& savefun = "torch") {
   TempDir dir;
-  const std::string common = " --optimizer " + optimizer +
-                             " --iterations 20 --snapshot-at 8 --savefun " + savefun;
+  const std::string common =
+      " --optimizer " + optimizer + " --iterations 20 --snapshot-at 8 --savefun " + savefun;
   child("train --out " + shell_quote(dir / "straight") + " --result " +
         shell_quote(dir / "straight.pt") + common);
   child("train --out " + shell_quote(dir / "resumed") + " --result " +
@@ -525,8 +588,8 @@ void run_and_kill(const std::string& out, std::mt19937& random) {
   FILE* output = ::fdopen(pipe_fds[0], "r");
   char line[256];
   ASSERT_NE(std::fgets(line, sizeof line, output), nullptr) << "the child did not start";
-  std::this_thread::sleep_for(std::chrono::microseconds(
-      std::uniform_int_distribution<int>(0, 150000)(random)));
+  std::this_thread::sleep_for(
+      std::chrono::microseconds(std::uniform_int_distribution<int>(0, 150000)(random)));
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);

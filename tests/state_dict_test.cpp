@@ -46,10 +46,11 @@ TEST(StateDict, ErrorsNameTheKey) {
   StateDict state;
   state.set("t", std::string("x"));
   state.set("v", at::zeros({3}));
-  EXPECT_THROW_WITH(state.at("missing"), StateError, "'missing'");
-  EXPECT_THROW_WITH(state.tensor("t"), StateError, "'t' holds a text");
-  EXPECT_THROW_WITH(state.text("v"), StateError, "'v' holds a tensor");
-  EXPECT_THROW_WITH(state.get_int("v"), StateError, "'v' must hold a scalar, got Float[3]");
+  EXPECT_THROW_WITH(state.at("missing"), StateError, "StateDict: key 'missing': is absent");
+  EXPECT_THROW_WITH(state.tensor("t"), StateError, "StateDict: key 't': holds a text");
+  EXPECT_THROW_WITH(state.text("v"), StateError, "StateDict: key 'v': holds a tensor");
+  EXPECT_THROW_WITH(state.get_int("v"), StateError,
+                    "StateDict: key 'v': must hold a scalar, got Float[3]");
 }
 
 TEST(StateDict, EraseKeepsTheIndexConsistent) {
@@ -75,23 +76,27 @@ TEST(CheckCompatible, ReportsMissingExtraAndMismatchedValues) {
   StateDict missing;
   missing.set("w", at::zeros({2, 3}));
   EXPECT_THROW_WITH(check_compatible(expected, missing, true, "test"), StateError,
-                    "key 'n' is missing");
-  EXPECT_NO_THROW(check_compatible(expected, missing, false, "test"));
+                    "test: key 'n': is missing");
+  const IncompatibleKeys lacking = check_compatible(expected, missing, false, "test");
+  EXPECT_EQ(lacking.missing_keys, std::vector<std::string>{"n"});
+  EXPECT_TRUE(lacking.unexpected_keys.empty());
 
   StateDict extra = expected;
   extra.set_int("surplus", 1);
   EXPECT_THROW_WITH(check_compatible(expected, extra, true, "test"), StateError,
-                    "unexpected key 'surplus'");
-  EXPECT_NO_THROW(check_compatible(expected, extra, false, "test"));
+                    "test: key 'surplus': is not expected");
+  const IncompatibleKeys surplus = check_compatible(expected, extra, false, "test");
+  EXPECT_TRUE(surplus.missing_keys.empty());
+  EXPECT_EQ(surplus.unexpected_keys, std::vector<std::string>{"surplus"});
 
   StateDict shape = expected;
   shape.set("w", at::zeros({3, 2}));
   EXPECT_THROW_WITH(check_compatible(expected, shape, false, "test"), StateError,
-                    "key 'w' holds Float[3, 2] but Float[2, 3] is expected");
+                    "test: key 'w': holds Float[3, 2] but Float[2, 3] is expected");
   StateDict dtype = expected;
   dtype.set("n", std::string("zero"));
   EXPECT_THROW_WITH(check_compatible(expected, dtype, false, "test"), StateError,
-                    "key 'n' holds text but Long[] is expected");
+                    "test: key 'n': holds text but Long[] is expected");
 }
 
 TEST(Reporter, ReportsIntoTheActiveObservationOnly) {
@@ -119,6 +124,52 @@ TEST(Reporter, DetachesTensorsAndRejectsNonScalars) {
   ObservedValue value(x * 2);
   EXPECT_EQ(value.value(), 2.0);
   EXPECT_THROW_WITH(ObservedValue(at::ones({2})), Error, "one element, got 2");
+}
+
+TEST(StateError, HasOneShapeAndNamesTheFileWhenThereIsOne) {
+  const StateError plain("load_npz", "l1.weight", "holds Float[2] but Float[3] is expected");
+  EXPECT_STREQ(plain.what(), "load_npz: key 'l1.weight': holds Float[2] but Float[3] is expected");
+  EXPECT_EQ(plain.key(), "l1.weight");
+  EXPECT_TRUE(plain.file().empty());
+  const StateError located = plain.in_file("snapshot autoload", "out/snapshot_iter_5");
+  EXPECT_STREQ(located.what(),
+               "snapshot autoload: out/snapshot_iter_5: key 'l1.weight': holds Float[2] but "
+               "Float[3] is expected");
+  EXPECT_EQ(located.file(), "out/snapshot_iter_5");
+  EXPECT_EQ(located.problem(), plain.problem());
+}
+
+TEST(RunningMean, SavesAndLoadsItself) {
+  RunningMean mean;
+  Observation observation{{"loss", 2.0}};
+  mean.add(observation, "loss");
+  observation.insert_or_assign("loss", 4.0);
+  mean.add(observation, "loss");
+  RunningMean resumed;
+  resumed.load_state_dict(mean.state_dict());
+  EXPECT_EQ(resumed.count, 2);
+  EXPECT_DOUBLE_EQ(resumed.take("loss", "test"), 3.0);
+  EXPECT_THROW_WITH(resumed.take("loss", "test"), Error, "test: key 'loss' was never reported");
+}
+
+TEST(Diagnostics, OneReplaceableChannelForWarnings) {
+  std::vector<std::string> first, second;
+  WarningHandler original = set_warning_handler([&](const std::string& m) { first.push_back(m); });
+  warn("one");
+  WarningHandler previous = set_warning_handler([&](const std::string& m) { second.push_back(m); });
+  warn("two");
+  previous("three");  // the handler given back is the one that was installed
+  EXPECT_EQ(first, (std::vector<std::string>{"one", "three"}));
+  EXPECT_EQ(second, (std::vector<std::string>{"two"}));
+  // A throwing handler cannot turn a warning into a failure.
+  set_warning_handler([](const std::string&) { throw std::runtime_error("handler"); });
+  EXPECT_NO_THROW(warn("four"));
+  // An empty handler restores the default: "tth: <message>" on stderr.
+  set_warning_handler(nullptr);
+  ::testing::internal::CaptureStderr();
+  warn("five");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "tth: five\n");
+  set_warning_handler(original);
 }
 
 }  // namespace

@@ -41,6 +41,29 @@ class Recorder : public Extension {
   std::vector<std::string>* log_;
 };
 
+/// Collects the library's warnings (diagnostics.h) while alive, then restores the handler.
+class CapturedWarnings {
+ public:
+  CapturedWarnings()
+      : previous_(set_warning_handler([this](const std::string& m) { messages_.push_back(m); })) {}
+  ~CapturedWarnings() { set_warning_handler(previous_); }
+  CapturedWarnings(const CapturedWarnings&) = delete;
+  CapturedWarnings& operator=(const CapturedWarnings&) = delete;
+
+  const std::vector<std::string>& messages() const { return messages_; }
+  /// Whether some warning contains `fragment`.
+  bool contains(const std::string& fragment) const {
+    for (const auto& message : messages_) {
+      if (message.find(fragment) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::vector<std::string> messages_;
+  WarningHandler previous_;
+};
+
 /// Bitwise equality of dtype, shape and contents.
 inline bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.equal(b);

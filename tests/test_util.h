@@ -72,7 +72,8 @@ inline CommandResult run_command(const std::string& command) {
     return result;
   }
   char chunk[4096];
-  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0;) result.output.append(chunk, n);
+  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0;)
+    result.output.append(chunk, n);
   const int status = ::pclose(pipe);
   if (status != -1 && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
@@ -94,7 +95,9 @@ inline std::string python(const std::string& script, const std::vector<std::stri
   std::string command = std::string(kPython) + " -c " + shell_quote(script);
   for (const std::string& arg : args) command += " " + shell_quote(arg);
   const CommandResult result = run_command(command);
-  EXPECT_EQ(result.exit_code, 0) << "python failed:\n" << script << "\n--- output:\n" << result.output;
+  EXPECT_EQ(result.exit_code, 0) << "python failed:\n"
+                                 << script << "\n--- output:\n"
+                                 << result.output;
   return result.output;
 }
 
@@ -107,7 +110,8 @@ inline Bytes read_file(const std::string& path) {
 
 inline void write_file(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace tth::test

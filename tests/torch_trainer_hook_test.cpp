@@ -55,16 +55,20 @@ TEST(TorchTrainerHook, ObservationHoldsTheLastIterationUntilTheNextBegins) {
 }
 
 TEST(TorchTrainerHook, BadOptionsAndRegistrationsAreRejected) {
-  EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(0)}, Error, "iters_per_epoch must be > 0, got 0");
+  EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(0)}, Error,
+                    "HookOptions: iters_per_epoch must be > 0, got 0");
   EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(-3)}, Error, "got -3");
   EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(1).out("")}, Error, "out must not be empty");
   TorchTrainerHook hook{HookOptions(1)};
   torch::nn::Linear model(2, 2);
   hook.add_model("main", model);
-  EXPECT_THROW_WITH(hook.add_model("main", model), Error, "'main' is already registered");
+  EXPECT_THROW_WITH(hook.add_model("main", model), Error,
+                    "add_model: name must be unique, got 'main' again");
+  EXPECT_THROW_WITH(hook.add_model("a/b", model), Error,
+                    "add_model: name must not contain '/', got 'a/b'");
   EXPECT_THROW_WITH(hook.add_model("x", std::shared_ptr<torch::nn::Module>()), Error,
-                    "add_model: 'x' must not be null");
-  EXPECT_THROW_WITH(hook.add_state("s", nullptr), Error, "add_state: 's' must not be null");
+                    "add_model: model must not be null");
+  EXPECT_THROW_WITH(hook.add_state("s", nullptr), Error, "add_state: object must not be null");
   run_empty(hook, 1);
   EXPECT_THROW_WITH(hook.add_model("late", model), Error, "training has started");
   EXPECT_THROW_WITH(hook.end_iteration(), Error, "no iteration was begun");
@@ -112,7 +116,8 @@ TEST(TorchTrainerHook, StateRoundTripRestoresEverything) {
        {"manager/iteration", "manager/epoch", "manager/epoch_detail", "manager/elapsed_time",
         "stop_trigger/previous_iteration", "extensions/counter/calls", "extensions/counter/note",
         "extension_triggers/counter/previous_iteration", "extension_triggers/triggered/best",
-        "models/main/0.weight", "models/main/1.running_mean", "models/main/1.num_batches_tracked"}) {
+        "models/main/0.weight", "models/main/1.running_mean",
+        "models/main/1.num_batches_tracked"}) {
     EXPECT_TRUE(saved.contains(key)) << key;
   }
 
@@ -159,25 +164,29 @@ TEST(TorchTrainerHook, FailedLoadChangesNothing) {
   StateDict missing = source.hook.state_dict();
   missing.erase("extensions/counter/calls");
   EXPECT_THROW_WITH(target.hook.load_state_dict(missing), StateError,
-                    "key 'extensions/counter/calls' is missing");
+                    "TorchTrainerHook::load_state_dict: key 'extensions/counter/calls': is "
+                    "missing from the loaded state");
   unchanged();
 
   StateDict extra = source.hook.state_dict();
   extra.set_int("extensions/gone/calls", 1);
   EXPECT_THROW_WITH(target.hook.load_state_dict(extra), StateError,
-                    "unexpected key 'extensions/gone/calls'");
+                    "TorchTrainerHook::load_state_dict: key 'extensions/gone/calls': is not "
+                    "expected: nothing registered here saves 'extensions/gone'");
   unchanged();
 
   StateDict shape = source.hook.state_dict();
   shape.set("models/main/0.weight", at::zeros({3, 4}));  // checked before anything loads
   EXPECT_THROW_WITH(target.hook.load_state_dict(shape), StateError,
-                    "key 'models/main/0.weight' holds Float[3, 4] but Float[4, 3] is expected");
+                    "TorchTrainerHook::load_state_dict: key 'models/main/0.weight': holds "
+                    "Float[3, 4] but Float[4, 3] is expected");
   unchanged();
 
   StateDict type = source.hook.state_dict();
   type.set("manager/iteration", at::scalar_tensor(5.0, at::kDouble));
   EXPECT_THROW_WITH(target.hook.load_state_dict(type), StateError,
-                    "key 'manager/iteration' holds Double[] but Long[] is expected");
+                    "TorchTrainerHook::load_state_dict: key 'manager/iteration': holds Double[] "
+                    "but Long[] is expected");
   unchanged();
   EXPECT_EQ(target.hook.iteration(), 1);
 }
@@ -196,11 +205,13 @@ TEST(TorchTrainerHook, AComponentFailingToLoadLeavesThePreviousState) {
   Manager source(1);
   source.train(3);
   Manager target(2);
-  target.hook.extend(std::make_shared<Fragile>(), "fragile", {}, priority::kReader);
+  target.hook.extend(std::make_shared<Fragile>(),
+                     ExtendOptions().name("fragile").priority(priority::kReader));
   StateDict state = source.hook.state_dict();
   state.set_int("extensions/fragile/x", 1);
   state.set("extension_triggers/fragile/previous_iteration", at::scalar_tensor(3, at::kLong));
-  state.set("extension_triggers/fragile/previous_epoch_detail", at::scalar_tensor(0.75, at::kDouble));
+  state.set("extension_triggers/fragile/previous_epoch_detail",
+            at::scalar_tensor(0.75, at::kDouble));
   const at::Tensor weight = target.model->parameters()[0].clone();
   EXPECT_THROW_WITH(target.hook.load_state_dict(state), std::runtime_error, "cannot take x = 1");
   EXPECT_EQ(target.hook.iteration(), 0);
@@ -213,12 +224,39 @@ TEST(TorchTrainerHook, NonStrictLoadSkipsIncompleteComponentsAndExtraKeys) {
   source.train(5);
   StateDict partial = source.hook.state_dict();
   partial.erase("extensions/counter/calls");
+  partial.erase("models/main/0.bias");
   partial.set_int("extensions/gone/calls", 9);
   Manager target(2);
-  target.hook.load_state_dict(partial, /*strict=*/false);
+  const at::Tensor bias = target.model->named_parameters()["0.bias"].clone();
+  test::CapturedWarnings warnings;
+  const IncompatibleKeys left_out = target.hook.load_state_dict(partial, /*strict=*/false);
   EXPECT_EQ(target.hook.iteration(), 5);
-  EXPECT_EQ(target.counter->calls, 0);  // incomplete: kept
-  EXPECT_TRUE(same_tensor(target.model->parameters()[0], source.model->parameters()[0]));
+  EXPECT_EQ(target.counter->calls, 0);  // an incomplete extension state: kept whole
+  // A model loads key by key: the missing bias keeps its value, the weight is loaded.
+  EXPECT_TRUE(same_tensor(target.model->named_parameters()["0.bias"], bias));
+  EXPECT_TRUE(same_tensor(target.model->named_parameters()["0.weight"],
+                          source.model->named_parameters()["0.weight"]));
+  // In the order the components were registered: the model, then the extension.
+  EXPECT_EQ(left_out.missing_keys,
+            (std::vector<std::string>{"models/main/0.bias", "extensions/counter/calls"}));
+  EXPECT_EQ(left_out.unexpected_keys, (std::vector<std::string>{"extensions/gone/calls"}));
+  ASSERT_EQ(warnings.messages().size(), 1u);
+  EXPECT_EQ(warnings.messages()[0],
+            "TorchTrainerHook::load_state_dict: non-strict load kept the current values of 2 "
+            "missing key(s) [models/main/0.bias, extensions/counter/calls] and ignored 1 "
+            "unexpected key(s) [extensions/gone/calls]");
+  // A strict load of a complete state leaves nothing out and says nothing.
+  EXPECT_TRUE(target.hook.load_state_dict(source.hook.state_dict()).empty());
+  EXPECT_EQ(warnings.messages().size(), 1u);
+}
+
+TEST(TorchTrainerHook, OptionsReadBackAsSet) {
+  const HookOptions options = HookOptions(2.5).out("dir").stop_trigger({3, epoch});
+  EXPECT_EQ(options.iters_per_epoch(), 2.5);
+  EXPECT_EQ(options.out(), "dir");
+  EXPECT_TRUE(options.stop_trigger().is_set());
+  EXPECT_EQ(HookOptions(1).out(), "result");
+  EXPECT_FALSE(HookOptions(1).stop_trigger().is_set());
 }
 
 }  // namespace

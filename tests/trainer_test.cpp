@@ -20,7 +20,8 @@ struct Synthetic : torch::data::datasets::Dataset<Synthetic> {
 
 torch::nn::Sequential make_model() {
   torch::manual_seed(42);
-  return torch::nn::Sequential(torch::nn::Linear(4, 16), torch::nn::ReLU(), torch::nn::Linear(16, 3));
+  return torch::nn::Sequential(torch::nn::Linear(4, 16), torch::nn::ReLU(),
+                               torch::nn::Linear(16, 3));
 }
 
 auto make_loader(const Synthetic& data, size_t batch) {
@@ -84,23 +85,26 @@ TEST(EndToEnd, TrainerMatchesTheUserOwnedLoopExactly) {
   }
   // Trainer with a StandardUpdater over a loader of unstacked examples.
   auto model = make_model();
-  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
-                                                       torch::optim::SGDOptions(0.05));
-  auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
-      Synthetic(data), 8);
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.05));
+  auto loader =
+      torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(Synthetic(data), 8);
   auto updater = std::make_shared<StandardUpdater>(
-      std::move(loader), 60, model.ptr(), optimizer,
-      [&](const Batch& batch) { return torch::cross_entropy_loss(model->forward(batch.data), batch.target); });
+      std::move(loader), 60, model.ptr(), optimizer, [&](const Batch& batch) {
+        return torch::cross_entropy_loss(model->forward(batch.data), batch.target);
+      });
   EXPECT_EQ(updater->iters_per_epoch(), 8);
   std::vector<double> losses;
   Trainer trainer(updater, {3, epoch});
-  trainer.extend(make_extension([&](TorchTrainerHook& h) {
-    losses.push_back(h.observation().at("main/loss").value());
-  }));
+  trainer.extend(make_extension(
+      [&](TorchTrainerHook& h) { losses.push_back(h.observation().at("main/loss").value()); }));
   trainer.run();
   EXPECT_EQ(trainer.hook().iteration(), 24);
   EXPECT_EQ(losses.size(), 24u);
   EXPECT_EQ(trainer.hook().models().count("main"), 1u);
+  // The optimizer is part of the state too, so a snapshot of a Trainer resumes it.
+  EXPECT_EQ(trainer.hook().optimizers().count("main"), 1u);
+  EXPECT_TRUE(trainer.hook().state_dict().contains("optimizers/main/param_groups/0/lr"));
   auto a = manual_model->parameters();
   auto b = model->parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -110,8 +114,8 @@ TEST(EndToEnd, TrainerMatchesTheUserOwnedLoopExactly) {
 
 TEST(EndToEnd, TrainerPropagatesUpdaterErrorsAfterTheErrorPath) {
   auto model = make_model();
-  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
-                                                       torch::optim::SGDOptions(0.05));
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.05));
   int batches = 0;
   auto updater = std::make_shared<StandardUpdater>(
       [&]() -> std::optional<Batch> {
@@ -119,24 +123,55 @@ TEST(EndToEnd, TrainerPropagatesUpdaterErrorsAfterTheErrorPath) {
         return Batch{torch::randn({2, 4}), torch::zeros({2}, torch::kLong)};
       },
       10, model.ptr(), optimizer,
-      [&](const Batch& batch) { return torch::cross_entropy_loss(model->forward(batch.data), batch.target); });
+      [&](const Batch& batch) {
+        return torch::cross_entropy_loss(model->forward(batch.data), batch.target);
+      });
   std::vector<std::string> log;
   Trainer trainer(updater, {1, epoch});
-  trainer.extend(std::make_shared<test::Recorder>("r", &log), std::nullopt, TriggerRef::never());
+  trainer.extend(std::make_shared<test::Recorder>("r", &log),
+                 ExtendOptions().trigger(TriggerRef::never()));
   EXPECT_THROW_WITH(trainer.run(), std::runtime_error, "disk gone");
   EXPECT_EQ(log, (std::vector<std::string>{"r:initialize@0", "r:on_error@3", "r:finalize@3"}));
 }
 
+TEST(EndToEnd, TrainerExtendTakesOptionsAndThePositionalForm) {
+  auto model = make_model();
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.05));
+  auto updater = std::make_shared<StandardUpdater>(
+      []() -> std::optional<Batch> {
+        return Batch{torch::randn({2, 4}), torch::zeros({2}, torch::kLong)};
+      },
+      4, model.ptr(), optimizer,
+      [&](const Batch& batch) {
+        return torch::cross_entropy_loss(model->forward(batch.data), batch.target);
+      });
+  std::vector<std::string> log;
+  Trainer trainer(updater, {4, iteration});
+  EXPECT_EQ(trainer.extend(std::make_shared<test::Recorder>("a", &log),
+                           ExtendOptions().name("options").trigger({2, iteration})),
+            "options");
+  EXPECT_EQ(trainer.extend(std::make_shared<test::Recorder>("b", &log), "positional",
+                           {3, iteration}, priority::kWriter),
+            "positional");
+  trainer.run();
+  // The recorders log their own names: b (kWriter) runs before a.
+  EXPECT_EQ(log,
+            (std::vector<std::string>{"b:initialize@0", "a:initialize@0", "a:call@2", "b:call@3",
+                                      "a:call@4", "b:finalize@4", "a:finalize@4"}));
+  EXPECT_EQ(trainer.hook().extension_names(), (std::vector<std::string>{"positional", "options"}));
+}
+
 TEST(EndToEnd, StandardUpdaterChecksTheEpochLengthAndArguments) {
   auto model = make_model();
-  auto optimizer = std::make_shared<torch::optim::SGD>(model->parameters(),
-                                                       torch::optim::SGDOptions(0.05));
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.05));
   auto loss = [&](const Batch& batch) {
     return torch::cross_entropy_loss(model->forward(batch.data), batch.target);
   };
   Synthetic data(20);
-  auto wrong_size = std::make_shared<StandardUpdater>(make_loader(data, 5), 30, model.ptr(),
-                                                      optimizer, loss);
+  auto wrong_size =
+      std::make_shared<StandardUpdater>(make_loader(data, 5), 30, model.ptr(), optimizer, loss);
   EXPECT_EQ(wrong_size->iters_per_epoch(), 6);
   for (int i = 0; i < 4; ++i) wrong_size->update();
   EXPECT_THROW_WITH(wrong_size->update(), Error,

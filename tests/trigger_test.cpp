@@ -75,8 +75,8 @@ TEST(IntervalTrigger, SaveAndLoadMidwayContinueTheSequence) {
     saved = hook.state_dict();
   }
   TorchTrainerHook hook{HookOptions(3)};
-  hook.extend(make_extension([&](TorchTrainerHook& h) { resumed.push_back(h.iteration()); }),
-              "rec", {0.5, epoch});
+  hook.extend(make_extension([&](TorchTrainerHook& h) { resumed.push_back(h.iteration()); }), "rec",
+              {0.5, epoch});
   hook.load_state_dict(saved);
   EXPECT_EQ(hook.iteration(), 5);
   run_empty(hook, 7);
@@ -85,11 +85,141 @@ TEST(IntervalTrigger, SaveAndLoadMidwayContinueTheSequence) {
   EXPECT_EQ(saved.get_int("extension_triggers/rec/previous_iteration"), 5);
 }
 
+TEST(IntervalTrigger, AFreshTriggerCountsFromIterationZero) {
+  // Chainer: a fresh IntervalTrigger(2, iteration) first called at iteration 3 has crossed
+  // the boundary at 2 since the start, so it fires.
+  TorchTrainerHook hook{HookOptions(10)};
+  run_empty(hook, 3);
+  IntervalTrigger by_iteration(2, iteration);
+  EXPECT_TRUE(by_iteration(hook));
+  IntervalTrigger by_epoch(0.2, epoch);  // boundary at iteration 2 too
+  EXPECT_TRUE(by_epoch(hook));
+  ManualScheduleTrigger schedule({1}, iteration);  // a point passed before the first call
+  EXPECT_TRUE(schedule(hook));
+}
+
+TEST(IntervalTrigger, ACallAtIterationZeroCountsAsACall) {
+  TorchTrainerHook hook{HookOptions(10)};
+  IntervalTrigger trigger(2, iteration);
+  EXPECT_FALSE(trigger(hook));  // iteration 0: false, as in Chainer's tests
+  EXPECT_EQ(trigger.state_dict().get_int("previous_iteration"), 0);
+  run_empty(hook, 2);
+  EXPECT_TRUE(trigger(hook));
+  run_empty(hook, 1);
+  EXPECT_FALSE(trigger(hook));
+}
+
+TEST(IntervalTrigger, AStateSavedWithoutAPositionGuessesThePreviousIteration) {
+  // Chainer's fallback for snapshots from before triggers saved their position: -1 means
+  // "the iteration before the current one", so nothing crossed earlier fires.
+  TorchTrainerHook hook{HookOptions(10)};
+  run_empty(hook, 3);
+  IntervalTrigger trigger(2, iteration);
+  StateDict legacy = trigger.state_dict();
+  legacy.set_int("previous_iteration", -1);
+  legacy.set_double("previous_epoch_detail", -1);
+  trigger.load_state_dict(legacy);
+  EXPECT_FALSE(trigger(hook));  // (2, 3] crosses no multiple of 2
+  run_empty(hook, 1);
+  EXPECT_TRUE(trigger(hook));
+}
+
+// ---- sparse calls: every call pattern fires as the OR of the per-iteration firings ----
+
+struct SparseCase {
+  std::string name;
+  double iters_per_epoch;
+  std::function<std::shared_ptr<Trigger>()> make;
+};
+
+std::vector<SparseCase> sparse_cases() {
+  auto interval = [](double period, Unit unit) {
+    return [=] { return std::make_shared<IntervalTrigger>(period, unit); };
+  };
+  auto schedule = [](std::vector<double> points, Unit unit) {
+    return [=] { return std::make_shared<ManualScheduleTrigger>(points, unit); };
+  };
+  return {
+      {"every 2 iterations", 4, interval(2, iteration)},
+      {"every 3 iterations", 2.5, interval(3, iteration)},
+      {"every epoch, 2.5 iterations per epoch", 2.5, interval(1, epoch)},
+      {"every 0.5 epochs, 2.5 iterations per epoch", 2.5, interval(0.5, epoch)},
+      {"every epoch, 0.5 iterations per epoch", 0.5, interval(1, epoch)},
+      {"every 3 epochs, 0.5 iterations per epoch", 0.5, interval(3, epoch)},
+      {"iterations 2, 5, 6", 4, schedule({2, 5, 6}, iteration)},
+      {"epochs 0.4, 1, 2.8, 2.5 iterations per epoch", 2.5, schedule({0.4, 1, 2.8}, epoch)},
+      {"epochs 1, 7, 0.5 iterations per epoch", 0.5, schedule({1, 7}, epoch)},
+  };
+}
+
+constexpr int kSparseIterations = 9;  // calls at any subset of 0..9
+
+// Whether the trigger fires at each iteration 1..n when called at every one.
+std::vector<bool> dense_firings(const SparseCase& c) {
+  TorchTrainerHook hook{HookOptions(c.iters_per_epoch)};
+  auto trigger = c.make();
+  std::vector<bool> fired(kSparseIterations + 1, false);
+  for (int i = 1; i <= kSparseIterations; ++i) {
+    hook.run_iteration([] {});
+    fired[static_cast<size_t>(i)] = (*trigger)(hook);
+  }
+  return fired;
+}
+
+// Calls the trigger at the iterations in `mask` (bit i: iteration i); when `resume_at` is set,
+// the calls from that iteration on go to a fresh trigger loaded with the first one's state.
+// Returns whether each call fired, and the expected answer from `dense`.
+void check_pattern(const SparseCase& c, const std::vector<bool>& dense, unsigned mask,
+                   int resume_at) {
+  TorchTrainerHook hook{HookOptions(c.iters_per_epoch)};
+  auto trigger = c.make();
+  int previous_call = 0;
+  for (int i = 0; i <= kSparseIterations; ++i) {
+    if (i > 0) hook.run_iteration([] {});
+    if (i == resume_at) {
+      auto resumed = c.make();
+      resumed->load_state_dict(trigger->state_dict());
+      trigger = resumed;
+    }
+    if ((mask & (1u << i)) == 0) continue;
+    bool expected = false;
+    for (int k = previous_call + 1; k <= i; ++k) expected = expected || dense[k];
+    ASSERT_EQ((*trigger)(hook), expected)
+        << c.name << ": calls " << mask << " resumed at " << resume_at << ", call at " << i;
+    previous_call = i;
+  }
+}
+
+TEST(Triggers, EveryCallPatternFiresOnceForEachCrossing) {
+  for (const SparseCase& c : sparse_cases()) {
+    const std::vector<bool> dense = dense_firings(c);
+    for (unsigned mask = 0; mask < (1u << (kSparseIterations + 1)); ++mask) {
+      check_pattern(c, dense, mask, /*resume_at=*/-1);
+    }
+  }
+}
+
+TEST(Triggers, EveryCallPatternFiresTheSameAfterAResume) {
+  for (const SparseCase& c : sparse_cases()) {
+    const std::vector<bool> dense = dense_firings(c);
+    for (int resume_at = 1; resume_at <= kSparseIterations; ++resume_at) {
+      for (unsigned mask = 0; mask < (1u << (kSparseIterations + 1)); ++mask) {
+        check_pattern(c, dense, mask, resume_at);
+      }
+    }
+  }
+}
+
 TEST(IntervalTrigger, RejectsBadArguments) {
-  EXPECT_THROW_WITH(IntervalTrigger(0, iteration), Error, "period must be > 0, got 0");
-  EXPECT_THROW_WITH(IntervalTrigger(-1, epoch), Error, "period must be > 0, got -1");
-  EXPECT_THROW_WITH(IntervalTrigger(1.5, iteration), Error, "must be an integer, got 1.5");
-  EXPECT_THROW_WITH(IntervalTrigger(1, static_cast<Unit>(7)), Error, "unknown unit 7");
+  EXPECT_THROW_WITH(IntervalTrigger(0, iteration), Error,
+                    "IntervalTrigger: period must be > 0, got 0");
+  EXPECT_THROW_WITH(IntervalTrigger(-1, epoch), Error,
+                    "IntervalTrigger: period must be > 0, got -1");
+  EXPECT_THROW_WITH(IntervalTrigger(1.5, iteration), Error,
+                    "IntervalTrigger: period must be an integer for iterations (use tth::epoch "
+                    "for fractions), got 1.5");
+  EXPECT_THROW_WITH(IntervalTrigger(1, static_cast<Unit>(7)), Error,
+                    "IntervalTrigger: unit must be iteration or epoch, got 7");
   EXPECT_THROW_WITH((TriggerRef{0, epoch}), Error, "period must be > 0");
 }
 
@@ -97,9 +227,9 @@ TEST(ManualScheduleTrigger, FiresAtPointsAndFinishes) {
   auto trigger = std::make_shared<ManualScheduleTrigger>(std::vector<double>{2, 5}, iteration);
   EXPECT_EQ(fired_at(trigger, 10, 8), (Seq{2, 5}));
   EXPECT_TRUE(trigger->finished());
-  EXPECT_EQ(fired_at(std::make_shared<ManualScheduleTrigger>(std::vector<double>{0.5, 1.5}, epoch),
-                     4, 8),
-            (Seq{2, 6}));
+  EXPECT_EQ(
+      fired_at(std::make_shared<ManualScheduleTrigger>(std::vector<double>{0.5, 1.5}, epoch), 4, 8),
+      (Seq{2, 6}));
 }
 
 TEST(ManualScheduleTrigger, SparseCallsFireOnceForPassedPoints) {
@@ -118,9 +248,12 @@ TEST(ManualScheduleTrigger, SparseCallsFireOnceForPassedPoints) {
 }
 
 TEST(ManualScheduleTrigger, RejectsBadArguments) {
-  EXPECT_THROW_WITH(ManualScheduleTrigger({}, epoch), Error, "points must not be empty");
-  EXPECT_THROW_WITH(ManualScheduleTrigger({1, -2}, epoch), Error, "points must be > 0, got -2");
-  EXPECT_THROW_WITH(ManualScheduleTrigger({1.5}, iteration), Error, "integers, got 1.5");
+  EXPECT_THROW_WITH(ManualScheduleTrigger({}, epoch), Error,
+                    "ManualScheduleTrigger: points must not be empty");
+  EXPECT_THROW_WITH(ManualScheduleTrigger({1, -2}, epoch), Error,
+                    "ManualScheduleTrigger: points must be > 0, got -2");
+  EXPECT_THROW_WITH(ManualScheduleTrigger({1.5}, iteration), Error,
+                    "ManualScheduleTrigger: points must be integers for iterations, got 1.5");
 }
 
 TEST(ManualScheduleTrigger, ResumeAfterTheScheduleSkipsInitialize) {
@@ -129,15 +262,16 @@ TEST(ManualScheduleTrigger, ResumeAfterTheScheduleSkipsInitialize) {
   {
     TorchTrainerHook hook{HookOptions(10)};
     hook.extend(std::make_shared<test::Recorder>("r", &log),
-                std::nullopt,
-                std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration));
+                ExtendOptions().trigger(
+                    std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration)));
     run_empty(hook, 3);
     saved = hook.state_dict();
   }
   log.clear();
   TorchTrainerHook hook{HookOptions(10)};
-  hook.extend(std::make_shared<test::Recorder>("r", &log), std::nullopt,
-              std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration));
+  hook.extend(std::make_shared<test::Recorder>("r", &log),
+              ExtendOptions().trigger(
+                  std::make_shared<ManualScheduleTrigger>(std::vector<double>{2}, iteration)));
   hook.load_state_dict(saved);
   run_empty(hook, 2);
   hook.finalize();

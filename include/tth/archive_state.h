@@ -16,9 +16,8 @@
 #include <functional>
 #include <memory>
 
-#include "tth/torch_fwd.h"
 #include "tth/stateful.h"
-
+#include "tth/torch_fwd.h"
 
 namespace tth {
 

@@ -5,7 +5,8 @@
 // SetCurrentFile, made durable):
 //   1. create `.<name>.tmp.<random>` with O_EXCL in the target's own directory (so the rename
 //      stays within one file system), mode 0666 & ~umask like any new file (not mkstemp's
-//      0600, chainer#4461); missing parent directories are created;
+//      0600, chainer#4461); missing parent directories are created, each made durable by an
+//      fsync of the directory that holds it;
 //   2. `write(temp_path)` fills it (e.g. a savefun);
 //   3. fsync the temp file: a failing fsync fails the write, never retried;
 //   4. rename it over `path`, then fsync the directory so the rename itself is durable.
@@ -15,7 +16,8 @@
 //
 // Temp files of a process that crashed between steps 1 and 4 are left behind; they are
 // recognisable by name (`is_temp_file_name`) and removed by `remove_temp_files`, which the
-// snapshot extensions call at initialize.
+// snapshot extensions call when training starts (their resume phase). doc/snapshots.md
+// describes the whole commit and what a crash can leave.
 //
 // Thread safety: concurrent atomic_write calls are safe, also on the same path (the last
 // rename wins).

@@ -4,7 +4,9 @@
 // `catch (const tth::Error&)` handles them all. Subclasses exist where a caller may want to
 // react differently: a corrupt or foreign file (`FormatError`), an operating-system failure on
 // a path (`IOError`), and a state that does not fit what it is loaded into (`StateError`).
-// Messages name the argument, key or file and the offending value, so a user can act on them.
+// Messages name the argument, key or file and the offending value, so a user can act on them:
+//   argument checks  "<Who>: <argument> must ..., got <value>"
+//   state errors     "<what>: <file>: key '<key>': <problem>" (no file part without a file)
 #pragma once
 
 #include <stdexcept>
@@ -41,10 +43,28 @@ class IOError : public Error {
 };
 
 /// A state (see state_dict.h) does not fit the object it is loaded into: a missing or extra
-/// key, or a value of the wrong kind, dtype or shape. Nothing has been changed when it is thrown.
+/// key, or a value of the wrong kind, dtype or shape. Nothing has been changed when it is
+/// thrown. The message is "<what>: <file>: key '<key>': <problem>".
 class StateError : public Error {
  public:
-  using Error::Error;
+  /// `what` names the operation ("load_npz", "TorchTrainerHook::load_state_dict"), `key` the
+  /// offending key and `problem` what is wrong with it; `file` may be empty.
+  StateError(std::string what, std::string key, std::string problem, std::string file = {});
+
+  /// The same error as seen by `what` loading `file` (e.g. autoload of a snapshot).
+  StateError in_file(std::string what, std::string file) const;
+
+  const std::string& operation() const noexcept { return what_; }
+  const std::string& key() const noexcept { return key_; }
+  const std::string& problem() const noexcept { return problem_; }
+  /// The file the state came from; empty when it did not come from a file.
+  const std::string& file() const noexcept { return file_; }
+
+ private:
+  std::string what_;
+  std::string key_;
+  std::string problem_;
+  std::string file_;
 };
 
 }  // namespace tth

@@ -1,7 +1,8 @@
 // Extension: something that runs alongside training. This comment is the protocol.
 //
-// An extension is registered with `TorchTrainerHook::extend(ext, name, trigger, priority,
-// call_before_training)` (each argument defaults to the extension's own default) and then
+// An extension is registered with `TorchTrainerHook::extend(ext, ExtendOptions())` (or the
+// positional form `extend(ext, name, trigger, priority, call_before_training)`; each unset
+// option takes the extension's own default) and then
 // lives through these phases, exactly as in Chainer except where noted:
 //
 //  1. Start (the first iteration of a user's loop, or Trainer::run): extensions are ordered by
@@ -37,6 +38,8 @@
 // asynchronous writer) must join them in `finalize`.
 #pragma once
 
+#include <torch/arg.h>
+
 #include <exception>
 #include <functional>
 #include <memory>
@@ -65,7 +68,6 @@ inline constexpr int kSnapshot = -100;
 /// Base class of all extensions: every hook has an empty default; state as in Stateful.
 class Extension : public Stateful {
  public:
-
   /// Called when the trigger fires.
   virtual void operator()(TorchTrainerHook& hook) { (void)hook; }
   /// Called once at the start, before any initialize (phase 1): restore saved state here.
@@ -88,36 +90,36 @@ class Extension : public Stateful {
   virtual int default_priority() const { return priority::kReader; }
 };
 
-/// Options of make_extension. Each setter documents its default.
+/// Options of make_extension: the defaults of the extension it makes.
 struct ExtensionOptions {
+  using Hook = std::function<void(TorchTrainerHook&)>;
+  using ErrorHandler = std::function<void(TorchTrainerHook&, const std::exception_ptr&)>;
   /// Default name. Default "lambda".
-  ExtensionOptions& name(std::string name) { name_ = std::move(name); return *this; }
+  TORCH_ARG(std::string, name) = "lambda";
   /// Default trigger. Default {1, iteration}.
-  ExtensionOptions& trigger(TriggerRef trigger) { trigger_ = std::move(trigger); return *this; }
+  TORCH_ARG(TriggerRef, trigger) = TriggerRef(1, iteration);
   /// Default priority. Default priority::kReader.
-  ExtensionOptions& priority(int priority) { priority_ = priority; return *this; }
+  TORCH_ARG(int, priority) = priority::kReader;
   /// Called by `initialize`. Default: nothing.
-  ExtensionOptions& initializer(std::function<void(TorchTrainerHook&)> fn) {
-    initializer_ = std::move(fn);
-    return *this;
-  }
+  TORCH_ARG(Hook, initializer);
   /// Called by `finalize`. Default: nothing.
-  ExtensionOptions& finalizer(std::function<void(TorchTrainerHook&)> fn) {
-    finalizer_ = std::move(fn);
-    return *this;
-  }
+  TORCH_ARG(Hook, finalizer);
   /// Called by `on_error`. Default: nothing.
-  ExtensionOptions& on_error(std::function<void(TorchTrainerHook&, const std::exception_ptr&)> fn) {
-    on_error_ = std::move(fn);
-    return *this;
-  }
+  TORCH_ARG(ErrorHandler, on_error);
+};
 
-  std::string name_ = "lambda";
-  TriggerRef trigger_{1, iteration};
-  int priority_ = priority::kReader;
-  std::function<void(TorchTrainerHook&)> initializer_;
-  std::function<void(TorchTrainerHook&)> finalizer_;
-  std::function<void(TorchTrainerHook&, const std::exception_ptr&)> on_error_;
+/// Options of TorchTrainerHook::extend (and Trainer::extend): each one that is not set takes
+/// the extension's own default (default_name(), default_trigger(), default_priority()).
+///   hook.extend(ext, tth::ExtendOptions().trigger({1000, tth::iteration}));
+struct ExtendOptions {
+  /// The name; a name already used gets a suffix _1, _2, ... Default: the extension's.
+  TORCH_ARG(std::optional<std::string>, name);
+  /// When it is called; TriggerRef::never() for never. Default: the extension's.
+  TORCH_ARG(TriggerRef, trigger);
+  /// Call order, higher first (tth::priority). Default: the extension's.
+  TORCH_ARG(std::optional<int>, priority);
+  /// Also call it once before the first iteration of a fresh run (phase 2). Default false.
+  TORCH_ARG(bool, call_before_training) = false;
 };
 
 /// Wraps `fn(hook)` as an extension with the given defaults. Throws tth::Error when `fn` is

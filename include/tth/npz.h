@@ -25,6 +25,8 @@
 // Thread safety: the functions are reentrant.
 #pragma once
 
+#include <torch/arg.h>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -38,15 +40,13 @@ namespace tth {
 /// How npz members are stored.
 enum class NpzCompression { kStored, kDeflate };
 
-/// Options of npz_savefun. Each setter documents its default.
+/// Options of npz_savefun.
 struct NpzOptions {
-  /// Default kStored (numpy.savez); kDeflate is numpy.savez_compressed / Chainer's default.
-  NpzOptions& compression(NpzCompression c) { compression_ = c; return *this; }
+  /// kStored (numpy.savez) or kDeflate (numpy.savez_compressed, Chainer's default). Default
+  /// kStored.
+  TORCH_ARG(NpzCompression, compression) = NpzCompression::kStored;
   /// zlib level 0..9 for kDeflate, or -1 for zlib's default. Default -1.
-  NpzOptions& level(int level) { level_ = level; return *this; }
-
-  NpzCompression compression_ = NpzCompression::kStored;
-  int level_ = -1;
+  TORCH_ARG(int, level) = -1;
 };
 
 /// The npz savefun. Throws tth::Error naming the key for a dtype numpy cannot hold.
@@ -57,24 +57,19 @@ LoadFunction npz_loadfun();
 /// Same as npz_loadfun()(path).
 StateDict read_npz(const std::string& path);
 
-/// Options of load_npz. Each setter documents its default.
+/// Options of load_npz.
 struct NpzLoadOptions {
+  using KeyMap = std::function<std::string(const std::string&)>;
   /// Only keys starting with this are loaded, with it removed (Chainer's `path`). Default "".
-  NpzLoadOptions& prefix(std::string prefix) { prefix_ = std::move(prefix); return *this; }
+  TORCH_ARG(std::string, prefix);
   /// Renames a file key (after the prefix) to the target's key. Default: identity.
-  NpzLoadOptions& key_map(std::function<std::string(const std::string&)> fn) {
-    key_map_ = std::move(fn);
-    return *this;
-  }
+  TORCH_ARG(KeyMap, key_map);
   /// File keys (after the prefix, before the map) to skip. Default none.
-  NpzLoadOptions& ignore(std::vector<std::string> names) { ignore_ = std::move(names); return *this; }
-  /// Every target key must be in the file and every file key in the target. Default true.
-  NpzLoadOptions& strict(bool strict) { strict_ = strict; return *this; }
-
-  std::string prefix_;
-  std::function<std::string(const std::string&)> key_map_;
-  std::vector<std::string> ignore_;
-  bool strict_ = true;
+  TORCH_ARG(std::vector<std::string>, ignore);
+  /// Every target key must be in the file and every file key in the target. With false, the
+  /// target keeps its current values where the file has no key, and load_npz returns the keys
+  /// it left out (and warns through tth::warn). Default true.
+  TORCH_ARG(bool, strict) = true;
 };
 
 /// Chainer's link names to LibTorch's: '/' becomes '.', and the last component W -> weight,
@@ -82,11 +77,14 @@ struct NpzLoadOptions {
 std::string chainer_names(const std::string& key);
 
 /// Loads the npz file at `path` into `module`'s parameters and buffers. Everything is checked
-/// before anything changes; a problem is a tth::StateError naming the file and the key.
-void load_npz(const std::string& path, torch::nn::Module& module, const NpzLoadOptions& options = {});
-/// Loads an optimizer's state (the layout of torch_trainer_hook.h under `optimizers/<name>/`,
-/// selected with the prefix) into `optimizer`.
-void load_npz(const std::string& path, torch::optim::Optimizer& optimizer,
-              const NpzLoadOptions& options = {});
+/// before anything changes; a problem is a tth::StateError "load_npz: <file>: key '<key>':
+/// <problem>". Returns the keys a non-strict load left out (empty when strict).
+IncompatibleKeys load_npz(const std::string& path, torch::nn::Module& module,
+                          const NpzLoadOptions& options = {});
+/// Loads an optimizer's state (the layout of tth/state_layout.h under `optimizers/<name>/`,
+/// selected with the prefix) into `optimizer`. Non-strict: a parameter whose state the file
+/// lacks keeps its current state.
+IncompatibleKeys load_npz(const std::string& path, torch::optim::Optimizer& optimizer,
+                          const NpzLoadOptions& options = {});
 
 }  // namespace tth

@@ -18,6 +18,8 @@
 #include <string>
 #include <utility>
 
+#include "tth/state_dict.h"
+
 namespace tth {
 
 /// One reported value: a number, or a scalar tensor converted on first read.
@@ -44,10 +46,15 @@ void report(const std::string& key, ObservedValue value);
 void report(std::initializer_list<std::pair<const std::string, ObservedValue>> values);
 
 /// Mean of one reported key over an interval (Chainer's reporter.Summary for one key).
-/// Used by triggers and extensions that average what was reported.
+/// Used by triggers and extensions that average what was reported. Its state ("sum",
+/// "count") goes into the owner's state_dict, so a resumed interval continues its mean:
+///   state.merge("mean", mean_.state_dict());  ...  mean_.load_state_dict(state.sub("mean"));
 struct RunningMean {
   double sum = 0;
   int64_t count = 0;
+
+  StateDict state_dict() const;
+  void load_state_dict(const StateDict& state);
 
   /// Adds `key` from `observation` when it was reported there.
   void add(const Observation& observation, const std::string& key);

@@ -2,8 +2,8 @@
 //
 //   hook.extend(tth::snapshot());                                   // whole state, every epoch
 //   hook.extend(tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(3)));
-//   hook.extend(tth::snapshot_object(model, "model_iter_{iteration}.pt"), std::nullopt,
-//               {1000, tth::iteration});
+//   hook.extend(tth::snapshot_object(model, "model_iter_{iteration}.pt"),
+//               tth::ExtendOptions().trigger({1000, tth::iteration}));
 //
 // `snapshot()` saves everything TorchTrainerHook::state_dict() holds: counters, triggers,
 // extensions, models, optimizers (options included), schedulers, state objects and the RNG
@@ -25,56 +25,46 @@
 // iteration was evaluated). Thread safety: training thread only.
 #pragma once
 
+#include <torch/arg.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
 
-#include "tth/torch_fwd.h"
 #include "tth/extension.h"
 #include "tth/savefun.h"
 #include "tth/stateful.h"
+#include "tth/torch_fwd.h"
 #include "tth/writer.h"
-
 
 namespace tth {
 
 class SnapshotFilename;
 
-/// Options of snapshot and snapshot_object. Each setter documents its default.
+/// Options of snapshot and snapshot_object.
 struct SnapshotOptions {
+  using Condition = std::function<bool(const TorchTrainerHook&)>;
   /// How the state becomes a file. Default torch_savefun(). Not together with writer().
-  SnapshotOptions& savefun(SaveFunction fn) { savefun_ = std::move(fn); return *this; }
+  TORCH_ARG(SaveFunction, savefun);
   /// How a file of another format than LibTorch archive or npz is read back (autoload).
   /// Default: none needed for the built-in formats.
-  SnapshotOptions& loadfun(LoadFunction fn) { loadfun_ = std::move(fn); return *this; }
+  TORCH_ARG(LoadFunction, loadfun);
   /// File name template, relative to the hook's out directory (or absolute); fmt fields
   /// {iteration}, {epoch}, {epoch_detail}, {elapsed_time}. Default "snapshot_iter_{iteration}".
   /// (snapshot_object takes its filename as an argument, which replaces this.)
-  SnapshotOptions& filename(std::string name) { filename_ = std::move(name); return *this; }
+  TORCH_ARG(std::optional<std::string>, filename);
   /// Saves only when it returns true. Default: always.
-  SnapshotOptions& condition(std::function<bool(const TorchTrainerHook&)> fn) {
-    condition_ = std::move(fn);
-    return *this;
-  }
+  TORCH_ARG(Condition, condition);
   /// Schedules the commit. Default SimpleWriter(savefun). Not together with savefun().
-  SnapshotOptions& writer(std::shared_ptr<Writer> writer) { writer_ = std::move(writer); return *this; }
+  TORCH_ARG(std::shared_ptr<Writer>, writer);
   /// Also saves when training fails. Default false.
-  SnapshotOptions& snapshot_on_error(bool on) { snapshot_on_error_ = on; return *this; }
+  TORCH_ARG(bool, snapshot_on_error) = false;
   /// Keeps only the newest N files of this template (-1: all). Default -1.
-  SnapshotOptions& n_retains(int n) { n_retains_ = n; return *this; }
+  TORCH_ARG(int, n_retains) = -1;
   /// Loads the newest valid snapshot at the start. Default false.
-  SnapshotOptions& autoload(bool on) { autoload_ = on; return *this; }
-
-  SaveFunction savefun_;
-  LoadFunction loadfun_;
-  std::optional<std::string> filename_;
-  std::function<bool(const TorchTrainerHook&)> condition_;
-  std::shared_ptr<Writer> writer_;
-  bool snapshot_on_error_ = false;
-  int n_retains_ = -1;
-  bool autoload_ = false;
+  TORCH_ARG(bool, autoload) = false;
 };
 
 /// What snapshot_object saves: a module (or module holder), an optimizer, or any Stateful.
@@ -97,7 +87,8 @@ class SnapshotTarget {
       : SnapshotTarget(module.ptr()) {}
 
   StateDict state_dict() const { return save_(); }
-  /// Checks `state` against state_dict() (StateError naming `what` and the key), then loads.
+  /// Checks `state` against state_dict() (StateError naming `what` and the key), then loads
+  /// it strictly.
   void load_state_dict(const StateDict& state, const std::string& what) const {
     load_(state, what);
   }

@@ -2,8 +2,9 @@
 //
 // Each update takes the next batch from the loader (starting a new pass at the end of one),
 // zeroes the gradients, computes `loss(batch)`, back-propagates, steps the optimizer and
-// reports the loss as "main/loss". The model is registered as "main" with the manager and put
-// in training mode before each step (an evaluator may have switched it to eval mode).
+// reports the loss as "main/loss". The model and the optimizer are registered as "main" with
+// the manager (so snapshots hold both), and the model is put in training mode before each
+// step (an evaluator may have switched it to eval mode).
 //
 // Any LibTorch loader works (`torch::data::make_data_loader(...)`), whether it yields stacked
 // `torch::data::Example<>` batches or vectors of examples (stacked here). `iters_per_epoch`
@@ -22,7 +23,6 @@
 
 #include "tth/torch_fwd.h"
 #include "tth/updater.h"
-
 
 namespace tth {
 

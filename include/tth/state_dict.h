@@ -6,14 +6,8 @@
 //
 // A StateDict is an insertion-ordered map from keys to values. A value is a tensor or a text.
 // Scalars are 0-d tensors (integers kLong, reals kDouble, flags kBool); structured data (JSON)
-// is text. Keys are '/'-joined paths, as in Chainer's DictionarySerializer. The manager's key
-// layout (see torch_trainer_hook.h for the authoritative list):
-//
-//   manager/iteration, manager/epoch, manager/epoch_detail, manager/elapsed_time
-//   stop_trigger/<trigger keys>
-//   extensions/<extension name>/<extension keys>
-//   extension_triggers/<extension name>/<trigger keys>
-//   models/<model name>/<parameter or buffer path, '.' as LibTorch names them>
+// is text. Keys are '/'-joined paths, as in Chainer's DictionarySerializer. The whole training
+// state is laid out as tth/state_layout.h (and doc/state_layout.md) describe.
 //
 // Thread safety: none; a StateDict is a value type, copy it to share it.
 #pragma once
@@ -77,13 +71,23 @@ class StateDict {
   std::unordered_map<std::string, std::size_t> index_;
 };
 
+/// The keys a non-strict load left out, as PyTorch's `load_state_dict(strict=False)` returns
+/// them: keys of the target that the state lacked (their current values were kept) and keys
+/// of the state that the target has no place for (ignored).
+struct IncompatibleKeys {
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+  bool empty() const noexcept { return missing_keys.empty() && unexpected_keys.empty(); }
+};
+
 /// Human-readable description of a value for error messages: "Float[2, 3]" or "text".
 std::string describe(const StateValue& value);
 
-/// Checks that `given` can be loaded where `expected` was produced: the same keys (only the
-/// keys of `expected` must be present unless `strict`), and for each common key the same kind
-/// (tensor or text), dtype and shape. Throws StateError naming `what`, the key and both values.
-void check_compatible(const StateDict& expected, const StateDict& given, bool strict,
-                      const std::string& what);
+/// Checks that `given` can be loaded where `expected` was produced: for each common key the
+/// same kind (tensor or text), dtype and shape; when `strict`, the same keys. Throws
+/// StateError naming `what`, the key and both values. Returns (when not strict) the keys of
+/// `expected` that `given` lacks and those of `given` that `expected` lacks.
+IncompatibleKeys check_compatible(const StateDict& expected, const StateDict& given, bool strict,
+                                  const std::string& what);
 
 }  // namespace tth

@@ -6,8 +6,8 @@
 //
 //   tth::TorchTrainerHook hook(tth::HookOptions(iters_per_epoch).stop_trigger({10, tth::epoch}));
 //   hook.add_model("main", model);
-//   hook.extend(tth::make_extension(print_loss), "print", {100, tth::iteration});
-//   while (!hook.done()) {
+//   hook.extend(tth::make_extension(print_loss), tth::ExtendOptions().trigger({100,
+//   tth::iteration})); while (!hook.done()) {
 //     hook.run_iteration([&] {
 //       ... forward, backward, step ...
 //       tth::report("main/loss", loss);
@@ -16,22 +16,13 @@
 //
 // `Trainer` (trainer.h) runs this same loop for an Updater.
 //
-// State layout (state_dict(); keys are '/'-joined, see state_dict.h):
-//   manager/iteration (int64), manager/epoch (int64), manager/epoch_detail (double),
-//   manager/elapsed_time (double, seconds), manager/stop_triggered (bool)
-//   stop_trigger/...                  the stop trigger's state
-//   extensions/<name>/...             each extension's state
-//   extension_triggers/<name>/...     each extension's trigger's state
-//   models/<name>/<param or buffer>   each model's parameters and buffers (LibTorch names)
-//   optimizers/<name>/param_groups/<g>/<option>   lr, momentum, betas/0, ... per group
-//   optimizers/<name>/state/<g>/<i>/<field>       per-parameter state (step, exp_avg, ...)
-//   schedulers/<name>/step_count      each LR scheduler's step count
-//   state/<name>/...                  each object registered with add_state
-//   rng/cpu, rng/cuda/<i>             the default random generators' states
-// Optimizers supported: SGD, Adam, AdamW, Adagrad, RMSprop.
+// The whole training state (state_dict(), load_state_dict()) is laid out as
+// tth/state_layout.h describes. Optimizers supported: SGD, Adam, AdamW, Adagrad, RMSprop.
 //
 // Thread safety: none; use one manager from the training thread.
 #pragma once
+
+#include <torch/arg.h>
 
 #include <chrono>
 #include <exception>
@@ -42,28 +33,27 @@
 #include <string>
 #include <vector>
 
-#include "tth/torch_fwd.h"
 #include "tth/extension.h"
 #include "tth/reporter.h"
 #include "tth/state_dict.h"
 #include "tth/stateful.h"
+#include "tth/torch_fwd.h"
 #include "tth/trigger.h"
-
 
 namespace tth {
 
-/// Options of TorchTrainerHook. Each setter documents its default.
+class TrainingState;
+
+/// Options of TorchTrainerHook.
 struct HookOptions {
   /// REQUIRES: iters_per_epoch > 0 (it may be fractional: dataset size / batch size).
   explicit HookOptions(double iters_per_epoch) : iters_per_epoch_(iters_per_epoch) {}
+  /// Batches per epoch. No default.
+  TORCH_ARG(double, iters_per_epoch);
   /// Output directory for logs and snapshots, created when training starts. Default "result".
-  HookOptions& out(std::string dir) { out_ = std::move(dir); return *this; }
+  TORCH_ARG(std::string, out) = "result";
   /// When training ends. Default: never (the user's loop decides, or calls stop()).
-  HookOptions& stop_trigger(TriggerRef trigger) { stop_trigger_ = std::move(trigger); return *this; }
-
-  double iters_per_epoch_;
-  std::string out_ = "result";
-  TriggerRef stop_trigger_;
+  TORCH_ARG(TriggerRef, stop_trigger);
 };
 
 /// Manages extensions around a LibTorch training loop; see the header comment.
@@ -78,13 +68,14 @@ class TorchTrainerHook {
 
   // ---- Registration (before the first iteration) ----
 
-  /// Registers `extension`; each unset argument takes the extension's default. A name that is
-  /// already used gets a suffix `_1`, `_2`, ...; returns the name actually used. Throws
-  /// tth::Error for a null extension, an empty name, or when training has started.
+  /// Registers `extension` with `options`; each unset option takes the extension's default.
+  /// A name that is already used gets a suffix `_1`, `_2`, ...; returns the name actually
+  /// used. Throws tth::Error for a null extension, a bad name, or when training has started.
+  std::string extend(std::shared_ptr<Extension> extension, const ExtendOptions& options);
+  /// The positional form, as Chainer's `trainer.extend(ext, name, trigger, priority)`.
   std::string extend(std::shared_ptr<Extension> extension,
                      std::optional<std::string> name = std::nullopt, TriggerRef trigger = {},
-                     std::optional<int> priority = std::nullopt,
-                     bool call_before_training = false);
+                     std::optional<int> priority = std::nullopt, bool call_before_training = false);
 
   /// Registers a model whose parameters and buffers are part of the state. Names are unique.
   void add_model(const std::string& name, std::shared_ptr<torch::nn::Module> model);
@@ -125,10 +116,10 @@ class TorchTrainerHook {
   void handle_error(const std::exception_ptr& error) noexcept;
 
   /// True when training should end: after stop(), after an error, or once the stop trigger
-  /// fired. Starts training first (start()). The stop trigger is evaluated once per iteration inside end_iteration (after the
-  /// extensions' triggers, before snapshot-priority extensions run, so a snapshot holds the
-  /// decision and the trigger's state of the completed iteration). The first time done()
-  /// returns true, the extensions are finalized.
+  /// fired. Starts training first (start()). The stop trigger is evaluated once per iteration
+  /// inside end_iteration (after the extensions' triggers, before snapshot-priority extensions run,
+  /// so a snapshot holds the decision and the trigger's state of the completed iteration). The
+  /// first time done() returns true, the extensions are finalized.
   bool done();
   /// Asks the loop to end: done() returns true from now on.
   void stop() noexcept { stop_requested_ = true; }
@@ -169,25 +160,24 @@ class TorchTrainerHook {
   /// Registered extension names in call order (priority, then registration).
   std::vector<std::string> extension_names() const;
   /// Registered models by name.
-  const std::map<std::string, std::shared_ptr<torch::nn::Module>>& models() const noexcept {
-    return models_;
-  }
+  const std::map<std::string, std::shared_ptr<torch::nn::Module>>& models() const noexcept;
   /// Registered optimizers by name.
   const std::map<std::string, std::shared_ptr<torch::optim::Optimizer>>& optimizers()
-      const noexcept {
-    return optimizers_;
-  }
+      const noexcept;
 
   // ---- State ----
 
-  /// The whole state; see the layout in the header comment.
+  /// The whole state, laid out as tth/state_layout.h describes.
   StateDict state_dict() const;
   /// Restores a state from state_dict(). The state is checked first (missing or extra keys,
-  /// kinds, dtypes, shapes: tth::StateError naming the key) and nothing changes if that
-  /// fails; if applying it fails later (a component's own load throws), the previous state
-  /// is put back before the error propagates. With strict = false, extra keys are ignored and a component whose keys are
-  /// missing keeps its current state.
-  void load_state_dict(const StateDict& state, bool strict = true);
+  /// kinds, dtypes, shapes: tth::StateError "TorchTrainerHook::load_state_dict: key '<key>':
+  /// <problem>") and nothing changes if that fails; if applying it fails later (a
+  /// component's own load throws), the previous state is put back before the error
+  /// propagates. With strict = false, keys that nothing here saves are ignored and missing
+  /// keys keep their current values (per key for a model, per parameter for an optimizer,
+  /// all or nothing for an extension, trigger or state object); the keys left out are
+  /// returned and warned about (tth/diagnostics.h), as PyTorch's load_state_dict does.
+  IncompatibleKeys load_state_dict(const StateDict& state, bool strict = true);
 
  private:
   struct Entry {
@@ -199,24 +189,19 @@ class TorchTrainerHook {
   };
 
   void run_start_phases();
-  void apply_state(const StateDict& state, const StateDict& expected, bool strict);
   bool length_reached() const;
-  template <typename Map, typename Object>
-  void add_named(const char* what, Map& map, const std::string& name, Object object);
+  void check_registration_open(const char* who, const std::string& name) const;
   void run_triggered_extensions();
   template <typename Hook>
   void for_each_guarded(const char* phase, Hook&& hook) noexcept;
-  // The state of every Stateful component, keyed by its prefix in state_dict().
-  std::vector<std::pair<std::string, Stateful*>> components() const;
+  StateDict counters() const;
+  void load_counters(const StateDict& state);
 
   double iters_per_epoch_;
   std::string out_;
   std::shared_ptr<Trigger> stop_trigger_;
   std::vector<Entry> entries_;  // sorted by priority, stable
-  std::map<std::string, std::shared_ptr<torch::nn::Module>> models_;
-  std::map<std::string, std::shared_ptr<torch::optim::Optimizer>> optimizers_;
-  std::map<std::string, std::shared_ptr<torch::optim::LRScheduler>> schedulers_;
-  std::map<std::string, std::shared_ptr<Stateful>> states_;
+  std::unique_ptr<TrainingState> state_;
   Observation observation_;
   std::optional<ObservationScope> observation_scope_;  // open from begin to end_iteration
 

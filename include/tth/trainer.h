@@ -3,7 +3,7 @@
 //   auto updater = std::make_shared<tth::StandardUpdater>(std::move(loader), dataset_size,
 //                                                         model, optimizer, loss);
 //   tth::Trainer trainer(updater, {10, tth::epoch}, "result");
-//   trainer.extend(my_extension, "log", {1, tth::epoch});
+//   trainer.extend(my_extension, tth::ExtendOptions().trigger({1, tth::epoch}));
 //   trainer.run();
 //
 // `run()` is exactly the user-owned loop of torch_trainer_hook.h with `updater->update()` as
@@ -29,6 +29,10 @@ class Trainer {
   Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std::string out = "result");
 
   /// Same as TorchTrainerHook::extend.
+  std::string extend(std::shared_ptr<Extension> extension, const ExtendOptions& options) {
+    return hook_.extend(std::move(extension), options);
+  }
+  /// Same as TorchTrainerHook::extend, the positional form.
   std::string extend(std::shared_ptr<Extension> extension,
                      std::optional<std::string> name = std::nullopt, TriggerRef trigger = {},
                      std::optional<int> priority = std::nullopt,

@@ -40,7 +40,6 @@ struct Duration {
 /// Base class of all triggers.
 class Trigger : public Stateful {
  public:
-
   /// Whether to fire now. Called once per iteration with the manager after the update
   /// (`hook.iteration()` already counts it). Never called twice for the same iteration.
   virtual bool operator()(const TorchTrainerHook& hook) = 0;

@@ -4,6 +4,7 @@
 
 #include "tth/archive_state.h"
 #include "tth/atomic_file.h"
+#include "tth/diagnostics.h"
 #include "tth/error.h"
 #include "tth/extension.h"
 #include "tth/npz.h"
@@ -13,6 +14,7 @@
 #include "tth/snapshot_file.h"
 #include "tth/standard_updater.h"
 #include "tth/state_dict.h"
+#include "tth/state_layout.h"
 #include "tth/stateful.h"
 #include "tth/torch_trainer_hook.h"
 #include "tth/trainer.h"

@@ -1,5 +1,6 @@
 // The zip record layouts that ZipWriter produces and ZipReader accepts (PKWARE APPNOTE 6.3,
-// restricted as the project notes NPZ.md describe: one disk, no encryption, stored or deflate).
+// restricted to one disk, no encryption, stored or deflate members; doc/npz_format.md
+// describes the .npz files built from them).
 //
 // A zip file is a sequence of [local header, name, extra, data] members, then one central
 // directory entry per member, then (when a count, size or offset does not fit its 16/32-bit

@@ -1,14 +1,9 @@
 #include "container/zip_reader.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #define ZLIB_CONST  // const-correct next_in
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -45,22 +40,10 @@ struct Inflater {
 
 }  // namespace
 
-ZipReader::ZipReader(const std::string& path) : label_("file '" + path + "'"), path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) throw IOError("open", path, errno);
-  struct stat info {};
-  if (::fstat(fd_, &info) != 0) {
-    const int error = errno;
-    ::close(fd_);
-    throw IOError("fstat", path, error);
-  }
-  size_ = static_cast<uint64_t>(info.st_size);
-  try {
-    index();
-  } catch (...) {
-    ::close(fd_);  // The destructor does not run for a throwing constructor.
-    throw;
-  }
+ZipReader::ZipReader(const std::string& path)
+    : label_("file '" + path + "'"), file_(File::open_regular(path)) {
+  size_ = file_->size();
+  index();
 }
 
 ZipReader::ZipReader(const void* data, std::size_t size)
@@ -68,9 +51,7 @@ ZipReader::ZipReader(const void* data, std::size_t size)
   index();
 }
 
-ZipReader::~ZipReader() {
-  if (fd_ >= 0) ::close(fd_);
-}
+ZipReader::~ZipReader() = default;
 
 void ZipReader::fail(const std::string& message) const {
   throw FormatError(label_ + ": " + message);
@@ -88,14 +69,8 @@ const uint8_t* ZipReader::fetch(uint64_t offset, std::size_t size,
   }
   if (data_ != nullptr) return data_ + offset;
   scratch.resize(size);
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t n =
-        ::pread(fd_, scratch.data() + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw IOError("pread", path_, errno);
-    if (n == 0) fail("truncated while reading (file shrank?)");
-    done += static_cast<std::size_t>(n);
+  if (file_->pread_all(scratch.data(), size, offset) < size) {
+    fail("truncated while reading (file shrank?)");
   }
   return scratch.data();
 }

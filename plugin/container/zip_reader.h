@@ -12,15 +12,18 @@
 // member. Supported: one disk, stored and deflate, ZIP64, UTF-8 names; not encryption.
 //
 // Thread safety: after construction a ZipReader is immutable; read(), read_all() and verify()
-// use pread(2) and per-call state, so several threads may read from one reader at once.
+// use File::pread_all and per-call state, so several threads may read from one reader at once.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "posix_file.h"
 
 namespace tth::container {
 
@@ -43,7 +46,8 @@ class ZipReader {
   using Sink = std::function<void(const uint8_t* data, std::size_t size)>;
 
   /// Opens and indexes the archive at `path`; keeps it open until destruction. Throws
-  /// tth::IOError if it cannot be opened or read, tth::FormatError if it is not a valid zip.
+  /// tth::IOError if it cannot be opened or read, tth::FormatError if it is not a valid zip or
+  /// not a regular file (a directory, or a FIFO, refused before it is read: no hang).
   explicit ZipReader(const std::string& path);
   /// Indexes the archive in `data[0, size)`, which must outlive the reader (no copy is made).
   /// Errors name the file "<memory>". Throws tth::FormatError if it is not a valid zip.
@@ -90,8 +94,7 @@ class ZipReader {
   [[noreturn]] void fail(const ZipEntry& entry, const std::string& message) const;
 
   std::string label_;
-  std::string path_;               // Empty for a memory archive.
-  int fd_ = -1;                    // Open file, or -1 for a memory archive.
+  std::optional<File> file_;       // The archive file; empty for a memory archive.
   const uint8_t* data_ = nullptr;  // Memory archive, or nullptr for a file.
   uint64_t size_ = 0;
   std::vector<ZipEntry> entries_;

@@ -1,13 +1,9 @@
 #include "container/zip_writer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #define ZLIB_CONST  // const-correct next_in
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <future>
 
@@ -25,25 +21,6 @@ constexpr std::size_t kParallelCrcBytes = std::size_t{4} << 20;
 constexpr std::size_t kMaxDeflateInput = std::size_t{1} << 30;
 // zlib's default memory level (DEF_MEM_LEVEL is not exported by zlib.h).
 constexpr int kDeflateMemLevel = 8;
-// Linux transfers at most about 2 GiB per write(2); larger requests only return short.
-constexpr std::size_t kMaxWrite = std::size_t{1} << 30;
-
-// Writes all of `data` at `offset`, or at the current position when `offset` is empty, retrying
-// short writes and EINTR.
-void write_all(int fd, const std::string& path, const uint8_t* data, std::size_t size,
-               std::optional<uint64_t> offset) {
-  while (size > 0) {
-    const std::size_t chunk = std::min(size, kMaxWrite);
-    const ssize_t n =
-        offset ? ::pwrite(fd, data, chunk, static_cast<off_t>(*offset)) : ::write(fd, data, chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw IOError(offset ? "pwrite" : "write", path, n < 0 ? errno : EIO);
-    data += n;
-    size -= static_cast<std::size_t>(n);
-    if (offset) *offset += static_cast<uint64_t>(n);
-  }
-}
-
 bool has_non_ascii(const std::string& name) {
   constexpr unsigned char kFirstNonAscii = 0x80;
   return std::any_of(name.begin(), name.end(),
@@ -61,13 +38,12 @@ struct ZipWriter::Deflater {
   ~Deflater() { deflateEnd(&stream); }
 };
 
-ZipWriter::ZipWriter(int fd, std::string path)
-    : fd_(fd), path_(std::move(path)), buffer_(new uint8_t[kBufferSize]) {}
+ZipWriter::ZipWriter(File& file) : file_(file), buffer_(new uint8_t[kBufferSize]) {}
 
 ZipWriter::~ZipWriter() = default;
 
 void ZipWriter::fail(const std::string& message) const {
-  throw Error("ZipWriter '" + path_ + "': " + message);
+  throw Error("ZipWriter '" + file_.path() + "': " + message);
 }
 
 void ZipWriter::require_state(State expected, const char* operation) const {
@@ -188,7 +164,7 @@ void ZipWriter::end_member() {
     std::memcpy(buffer_.get() + (member.local_header_offset - flushed_), header.data(),
                 header.size());
   } else {
-    write_all(fd_, path_, header.data(), header.size(), member.local_header_offset);
+    file_.pwrite_all(header.data(), header.size(), member.local_header_offset);
   }
   state_ = State::kIdle;
 }
@@ -305,8 +281,7 @@ void ZipWriter::emit(const void* data, std::size_t size) {
   if (size == 0) return;
   if (size > kBufferSize - buffered_) flush();
   if (size >= kBufferSize) {
-    write_all(fd_, path_, static_cast<const uint8_t*>(data), size, std::nullopt);
-    start_writeback(flushed_, size);
+    file_.write_streaming(data, size);
     flushed_ += size;
   } else {
     std::memcpy(buffer_.get() + buffered_, data, size);
@@ -314,21 +289,8 @@ void ZipWriter::emit(const void* data, std::size_t size) {
   }
 }
 
-// Starts writing `size` bytes at `offset` to the disk now, without waiting, so that the disk
-// works while we compute CRCs and copy the next tensors, and the caller's final fsync has
-// less left to do. Only a hint: errors surface at that fsync.
-void ZipWriter::start_writeback(uint64_t offset, std::size_t size) {
-#ifdef SYNC_FILE_RANGE_WRITE
-  ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(size),
-                    SYNC_FILE_RANGE_WRITE);
-#else
-  (void)offset;
-  (void)size;
-#endif
-}
-
 void ZipWriter::flush() {
-  write_all(fd_, path_, buffer_.get(), buffered_, std::nullopt);
+  file_.write_all(buffer_.get(), buffered_);
   flushed_ += buffered_;
   buffered_ = 0;
 }

@@ -1,15 +1,19 @@
-// ZipWriter streams a zip archive (stored or raw-deflate members, ZIP64 where needed) to an open
-// file descriptor, in the exact layout the project notes NPZ.md specify for .npz files.
+// ZipWriter streams a zip archive (stored or raw-deflate members, ZIP64 where needed) to a File,
+// in the layout the .npz files of this library have (doc/npz_format.md describes it for users):
+// each member is a local header without data descriptor, its name and its data; then one
+// central directory entry per member, then a ZIP64 end record and locator only when a count,
+// size or offset overflows its field, then the end record. zip_format.h lists the records.
 //
 // Members are written one at a time: begin_member(), any number of write() calls, end_member();
 // then finish() writes the central directory and end records. The CRC-32 and sizes are
-// accumulated while the data streams and patched into the local header afterwards with pwrite,
-// so the output needs no data descriptors and the payload is never held in memory. Small
-// writes are gathered in a 1 MiB buffer; large ones go straight to write(2).
+// accumulated while the data streams and patched into the local header afterwards with
+// File::pwrite_all, so the output needs no data descriptors and the payload is never held in
+// memory. Small writes are gathered in a 1 MiB buffer; large ones go straight out through
+// File::write_streaming, which starts their writeback to the disk at once.
 //
-// The caller owns the descriptor and the atomic commit (temp file, fsync, rename): ZipWriter
-// neither syncs nor closes it. After an exception, or when destroyed before finish(), the output
-// is incomplete and must be discarded. Not thread-safe: one writer per thread.
+// The caller owns the File and the atomic commit (temp file, fsync, rename): ZipWriter neither
+// syncs nor closes it. After an exception, or when destroyed before finish(), the output is
+// incomplete and must be discarded. Not thread-safe: one writer per thread.
 #pragma once
 
 #include <cstddef>
@@ -21,10 +25,11 @@
 #include <vector>
 
 #include "container/zip_format.h"
+#include "posix_file.h"
 
 namespace tth::container {
 
-/// Writes a zip archive member by member to a seekable file descriptor.
+/// Writes a zip archive member by member to a seekable File.
 class ZipWriter {
  public:
   /// Deflate level meaning "zlib's default" (6).
@@ -32,9 +37,9 @@ class ZipWriter {
   /// Highest deflate level (best compression, slowest).
   static constexpr int kMaxLevel = 9;
 
-  /// Writes to `fd`: an empty regular file opened for writing (not O_APPEND), positioned at 0.
-  /// `path` names the file in error messages only.
-  ZipWriter(int fd, std::string path);
+  /// Writes to `file`: an empty regular file opened for writing (not O_APPEND), positioned at
+  /// 0, which must outlive the writer. Errors name `file.path()`.
+  explicit ZipWriter(File& file);
   /// Frees the deflate state; does not finish, flush or close anything.
   ~ZipWriter();
   ZipWriter(const ZipWriter&) = delete;
@@ -57,7 +62,7 @@ class ZipWriter {
   /// below that (no room was reserved for ZIP64 sizes), tth::IOError if writing fails.
   void end_member();
 
-  /// Writes the central directory and end records and flushes everything to the descriptor.
+  /// Writes the central directory and end records and flushes everything to the file.
   /// Throws tth::Error inside a member or when called twice, tth::IOError if writing fails.
   void finish();
 
@@ -84,14 +89,12 @@ class ZipWriter {
   void append_central_entry(const Member& member, std::vector<uint8_t>& out) const;
   void deflate(const uint8_t* data, std::size_t size, bool finish);
   void emit(const void* data, std::size_t size);
-  void start_writeback(uint64_t offset, std::size_t size);
   void flush();
 
-  int fd_;
-  std::string path_;
+  File& file_;
   std::unique_ptr<uint8_t[]> buffer_;
   std::size_t buffered_ = 0;  // Bytes in buffer_, not yet written.
-  uint64_t flushed_ = 0;      // Bytes written to fd_, all before those in buffer_.
+  uint64_t flushed_ = 0;      // Bytes written to file_, all before those in buffer_.
   State state_ = State::kIdle;
   std::vector<Member> members_;  // The current member is members_.back().
   std::unordered_set<std::string> names_;

@@ -1,16 +1,16 @@
 #include "tth/triggers/best_value_trigger.h"
 
-#include "tth/error.h"
-#include "tth/torch_trainer_hook.h"
+#include "check_argument.h"
 #include "triggers/check_trigger.h"
+#include "tth/torch_trainer_hook.h"
 
 namespace tth {
 
 BestValueTrigger::BestValueTrigger(std::string key, std::function<bool(double, double)> better,
                                    TriggerRef check)
     : key_(std::move(key)), better_(std::move(better)), check_(trigger_or(check, 1, epoch)) {
-  if (key_.empty()) throw Error("MaxValueTrigger/MinValueTrigger: key must not be empty");
-  if (!better_) throw Error("BestValueTrigger: comparison must be callable");
+  check_argument(!key_.empty(), "MaxValueTrigger/MinValueTrigger", "key", "must not be empty");
+  check_argument(static_cast<bool>(better_), "BestValueTrigger", "better", "must be callable");
 }
 
 bool BestValueTrigger::operator()(const TorchTrainerHook& hook) {
@@ -31,7 +31,7 @@ std::optional<double> BestValueTrigger::best() const {
 StateDict BestValueTrigger::state_dict() const {
   StateDict state;
   if (check_) state.merge("check", check_->state_dict());
-  save_mean(mean_, state);
+  state.merge("mean", mean_.state_dict());
   state.set_double("best", best_);
   state.set_bool("has_best", has_best_);
   return state;
@@ -39,7 +39,7 @@ StateDict BestValueTrigger::state_dict() const {
 
 void BestValueTrigger::load_state_dict(const StateDict& state) {
   if (check_) check_->load_state_dict(state.sub("check"));
-  load_mean(mean_, state);
+  mean_.load_state_dict(state.sub("mean"));
   best_ = state.get_double("best");
   has_best_ = state.get_bool("has_best");
 }

@@ -1,16 +1,14 @@
-// Helpers shared by triggers that consult a "check" trigger and keep a running mean.
+// The check trigger of triggers that decide at intervals (best value, early stopping,
+// function). Private.
 #pragma once
 
-#include "tth/reporter.h"
+#include <memory>
+
 #include "tth/trigger.h"
 
 namespace tth {
 
 /// `ref` when set (possibly never()), else an IntervalTrigger of `period` `unit`s.
 std::shared_ptr<Trigger> trigger_or(const TriggerRef& ref, double period, Unit unit);
-
-/// Saves/loads a RunningMean as "sum" and "count".
-void save_mean(const RunningMean& mean, StateDict& state);
-void load_mean(RunningMean& mean, const StateDict& state);
 
 }  // namespace tth

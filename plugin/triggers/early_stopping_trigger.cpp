@@ -1,25 +1,21 @@
 #include "tth/triggers/early_stopping_trigger.h"
 
-#include <fmt/format.h>
-
 #include <limits>
 
-#include "tth/error.h"
-#include "tth/torch_trainer_hook.h"
+#include "check_argument.h"
 #include "triggers/check_trigger.h"
+#include "tth/torch_trainer_hook.h"
 
 namespace tth {
 
 EarlyStoppingTrigger::EarlyStoppingTrigger(EarlyStoppingOptions options)
-    : monitor_(std::move(options.monitor_)),
-      patience_(options.patience_),
-      check_(trigger_or(options.check_, 1, epoch)),
-      max_(trigger_or(options.max_, 100, epoch)) {
-  if (monitor_.empty()) throw Error("EarlyStoppingTrigger: monitor must not be empty");
-  if (patience_ < 1) {
-    throw Error(fmt::format("EarlyStoppingTrigger: patience must be >= 1, got {}", patience_));
-  }
-  Mode mode = options.mode_;
+    : monitor_(std::move(options.monitor())),
+      patience_(options.patience()),
+      check_(trigger_or(options.check(), 1, epoch)),
+      max_(trigger_or(options.max_trigger(), 100, epoch)) {
+  check_argument(!monitor_.empty(), "EarlyStoppingTrigger", "monitor", "must not be empty");
+  check_argument(patience_ >= 1, "EarlyStoppingTrigger", "patience", "must be >= 1", patience_);
+  Mode mode = options.mode();
   if (mode == Mode::kAuto) {
     mode = monitor_.find("accuracy") != std::string::npos ? Mode::kMax : Mode::kMin;
   }
@@ -49,7 +45,7 @@ StateDict EarlyStoppingTrigger::state_dict() const {
   StateDict state;
   if (check_) state.merge("check", check_->state_dict());
   if (max_) state.merge("max_trigger", max_->state_dict());
-  save_mean(mean_, state);
+  state.merge("mean", mean_.state_dict());
   state.set_double("best", best_);
   state.set_int("checks_without_improvement", stale_checks_);
   return state;
@@ -58,7 +54,7 @@ StateDict EarlyStoppingTrigger::state_dict() const {
 void EarlyStoppingTrigger::load_state_dict(const StateDict& state) {
   if (check_) check_->load_state_dict(state.sub("check"));
   if (max_) max_->load_state_dict(state.sub("max_trigger"));
-  load_mean(mean_, state);
+  mean_.load_state_dict(state.sub("mean"));
   best_ = state.get_double("best");
   stale_checks_ = state.get_int("checks_without_improvement");
 }

@@ -1,13 +1,13 @@
 #include "tth/triggers/function_trigger.h"
 
-#include "tth/error.h"
+#include "check_argument.h"
 #include "triggers/check_trigger.h"
 
 namespace tth {
 
 FunctionTrigger::FunctionTrigger(Predicate predicate, TriggerRef check)
     : predicate_(std::move(predicate)), check_(trigger_or(check, 1, iteration)) {
-  if (!predicate_) throw Error("FunctionTrigger: predicate must be callable");
+  check_argument(static_cast<bool>(predicate_), "FunctionTrigger", "predicate", "must be callable");
 }
 
 bool FunctionTrigger::operator()(const TorchTrainerHook& hook) {

@@ -1,40 +1,33 @@
 #include "tth/triggers/manual_schedule_trigger.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
 
+#include "check_argument.h"
 #include "epoch_tolerance.h"
-#include "tth/error.h"
 #include "tth/torch_trainer_hook.h"
 
 namespace tth {
 
 ManualScheduleTrigger::ManualScheduleTrigger(std::vector<double> points, Unit unit)
     : points_(std::move(points)), unit_(unit) {
-  if (unit != Unit::kIteration && unit != Unit::kEpoch) {
-    throw Error(fmt::format("ManualScheduleTrigger: unknown unit {}", static_cast<int>(unit)));
-  }
-  if (points_.empty()) throw Error("ManualScheduleTrigger: points must not be empty");
+  const char* who = "ManualScheduleTrigger";
+  check_argument(unit == Unit::kIteration || unit == Unit::kEpoch, who, "unit",
+                 "must be iteration or epoch", static_cast<int>(unit));
+  check_argument(!points_.empty(), who, "points", "must not be empty");
   for (double point : points_) {
-    if (!(point > 0) || !std::isfinite(point)) {
-      throw Error(fmt::format("ManualScheduleTrigger: points must be > 0, got {}", point));
-    }
-    if (unit == Unit::kIteration && point != std::floor(point)) {
-      throw Error(fmt::format("ManualScheduleTrigger: iteration points must be integers, got {}",
-                              point));
-    }
+    check_argument(point > 0 && std::isfinite(point), who, "points", "must be > 0", point);
+    check_argument(unit == Unit::kEpoch || point == std::floor(point), who, "points",
+                   "must be integers for iterations", point);
   }
 }
 
 bool ManualScheduleTrigger::operator()(const TorchTrainerHook& hook) {
-  if (hook.iteration() == 0) return false;
   const bool by_epoch = unit_ == Unit::kEpoch;
   const double tolerance = by_epoch ? kEpochTolerance : 0;
   const double current = by_epoch ? hook.epoch_detail() : static_cast<double>(hook.iteration());
   double previous = previous_;
-  if (previous < 0) {
+  if (previous < 0) {  // a state saved before the position was recorded: Chainer's guess
     previous = by_epoch ? hook.previous_epoch_detail() : static_cast<double>(hook.iteration() - 1);
   }
   const bool fire = std::any_of(points_.begin(), points_.end(), [&](double point) {

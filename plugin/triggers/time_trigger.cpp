@@ -1,18 +1,15 @@
 #include "tth/triggers/time_trigger.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 
-#include "tth/error.h"
+#include "check_argument.h"
 #include "tth/torch_trainer_hook.h"
 
 namespace tth {
 
 TimeTrigger::TimeTrigger(double seconds) : period_(seconds), next_time_(seconds) {
-  if (!(seconds > 0) || !std::isfinite(seconds)) {
-    throw Error(fmt::format("TimeTrigger: seconds must be > 0, got {}", seconds));
-  }
+  check_argument(seconds > 0 && std::isfinite(seconds), "TimeTrigger", "seconds", "must be > 0",
+                 seconds);
 }
 
 bool TimeTrigger::operator()(const TorchTrainerHook& hook) {

@@ -2,9 +2,12 @@
 # Builds and runs the libFuzzer target zip_reader_fuzz.cpp for a fixed time; the ctest test
 # `fuzz_zip_reader` (label fuzz) calls it.
 #   tests/fuzz/run_fuzz.sh SOURCE_DIR WORK_DIR [SECONDS]
-# SECONDS defaults to $TTH_FUZZ_SECONDS, else 20. WORK_DIR keeps the fuzzer binary (rebuilt only
-# when a source is newer), the seed corpus made by /usr/bin/python3 (numpy, zipfile and torch
-# writers), the growing corpus, the dictionary, the log and any crash reproducer.
+# SECONDS defaults to $TTH_FUZZ_SECONDS, else 20. WORK_DIR is build/tests/fuzz: there CMake
+# writes container_sources.txt, the container's sources (TTH_CONTAINER_SOURCES in the top-level
+# CMakeLists.txt, absolute paths, one a line), which the fuzzer is built from. WORK_DIR also
+# keeps the fuzzer binary (rebuilt only when a source is newer), the seed corpus made by
+# /usr/bin/python3 (numpy, zipfile and torch writers), the growing corpus, the dictionary, the
+# log and any crash reproducer.
 # Quiet when all is well: one summary line. Exits non-zero on a crash, leak, timeout, out of
 # memory or sanitizer report, printing the report and the command that reproduces it.
 set -euo pipefail
@@ -27,12 +30,25 @@ if [[ -z $cxx ]]; then
   exit 1
 fi
 
-# 1. The fuzzer, rebuilt when this script or any source it is made of is newer than it.
+# 1. The fuzzer, rebuilt when this script, the source list or any source it is made of (or a
+# header beside one) is newer than it.
+source_list=$work_dir/container_sources.txt
+if [[ ! -s $source_list ]]; then
+  echo "fuzz: $source_list is missing; CMake writes it when it configures (build/tests/fuzz)" >&2
+  exit 1
+fi
+mapfile -t container_sources < <(grep -v '^$' "$source_list")
+for source in "${container_sources[@]}"; do
+  [[ -f $source ]] || { echo "fuzz: $source (listed in $source_list) does not exist" >&2; exit 1; }
+done
 fuzzer=$work_dir/zip_reader_fuzz
-sources=("$source_dir/tests/fuzz/zip_reader_fuzz.cpp" "$source_dir"/plugin/container/*.cpp
-         "$source_dir/plugin/error.cpp")
-inputs=("${sources[@]}" "$source_dir"/plugin/container/*.h "$source_dir/include/tth/error.h"
-        "${BASH_SOURCE[0]}")
+sources=("$source_dir/tests/fuzz/zip_reader_fuzz.cpp" "${container_sources[@]}")
+inputs=("${sources[@]}" "$source_dir"/include/tth/*.h "$source_list" "${BASH_SOURCE[0]}")
+while IFS= read -r dir; do
+  for header in "$dir"/*.h; do
+    if [[ -f $header ]]; then inputs+=("$header"); fi
+  done
+done < <(for source in "${sources[@]}"; do dirname "$source"; done | sort -u)
 stale=0
 if [[ ! -x $fuzzer ]]; then
   stale=1

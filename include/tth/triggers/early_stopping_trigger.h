@@ -7,9 +7,11 @@
 // stops where the uninterrupted one would have. A check at which `monitor` was never
 // reported throws tth::Error naming it.
 //
-// State: the check and max triggers' states, the running sum and count, the best value and
-// the number of checks without improvement.
+// State: the check and max triggers' states, the running mean (mean/sum, mean/count), the best
+// value and the number of checks without improvement.
 #pragma once
+
+#include <torch/arg.h>
 
 #include <string>
 
@@ -21,24 +23,18 @@ namespace tth {
 /// Direction of improvement; kAuto means kMax when the key contains "accuracy", else kMin.
 enum class Mode { kAuto, kMin, kMax };
 
-/// Options of EarlyStoppingTrigger. Each setter documents its default.
+/// Options of EarlyStoppingTrigger.
 struct EarlyStoppingOptions {
   /// The observed key. Default "main/loss".
-  EarlyStoppingOptions& monitor(std::string key) { monitor_ = std::move(key); return *this; }
+  TORCH_ARG(std::string, monitor) = "main/loss";
   /// Checks without improvement before stopping; >= 1. Default 3.
-  EarlyStoppingOptions& patience(int64_t checks) { patience_ = checks; return *this; }
-  /// Default Mode::kAuto.
-  EarlyStoppingOptions& mode(Mode mode) { mode_ = mode; return *this; }
+  TORCH_ARG(int64_t, patience) = 3;
+  /// Direction of improvement. Default Mode::kAuto.
+  TORCH_ARG(Mode, mode) = Mode::kAuto;
   /// When to compare. Default {1, epoch}.
-  EarlyStoppingOptions& check(TriggerRef trigger) { check_ = std::move(trigger); return *this; }
+  TORCH_ARG(TriggerRef, check);
   /// Stop at the latest here. Default {100, epoch}.
-  EarlyStoppingOptions& max_trigger(TriggerRef trigger) { max_ = std::move(trigger); return *this; }
-
-  std::string monitor_ = "main/loss";
-  int64_t patience_ = 3;
-  Mode mode_ = Mode::kAuto;
-  TriggerRef check_;
-  TriggerRef max_;
+  TORCH_ARG(TriggerRef, max_trigger);
 };
 
 /// Stops training when `monitor` stops improving; see the header comment.

@@ -1,13 +1,15 @@
 // IntervalTrigger: fires every `period` iterations or epochs (Chainer's semantics).
 //
 // It fires when floor(previous / period) != floor(current / period), where the positions are
-// the iteration count or `epoch_detail`. So fractional epoch periods ({0.5, epoch}) and
-// non-integer iterations per epoch work, and a trigger that is consulted only now and then
-// still fires once for a boundary crossed since its previous call. It never fires before the
-// first iteration has completed (Chainer fires at iteration 0 when called there). Epoch
-// positions are compared with a 1e-9 tolerance so that 0.3 / 0.1 counts as 3.
+// the iteration count or `epoch_detail`, and `previous` is the position at its previous call
+// (0 for a fresh trigger, as in Chainer). So fractional epoch periods ({0.5, epoch}) and
+// non-integer iterations per epoch work, and a trigger consulted only now and then fires once
+// at each call that follows one or more crossed boundaries, also those before its first call.
+// A call at iteration 0 returns false and counts as a call. Epoch positions are compared with
+// a 1e-9 tolerance so that 0.3 / 0.1 counts as 3.
 //
-// State: the previous iteration and epoch_detail it saw.
+// State: the previous iteration and epoch_detail it saw (-1, from states saved before the
+// position was recorded, means "the iteration before the current one").
 #pragma once
 
 #include "tth/trigger.h"
@@ -31,8 +33,8 @@ class IntervalTrigger : public Trigger {
  private:
   double period_;
   Unit unit_;
-  int64_t previous_iteration_ = -1;  // -1: not called yet
-  double previous_epoch_detail_ = -1;
+  int64_t previous_iteration_ = 0;
+  double previous_epoch_detail_ = 0;
 };
 
 }  // namespace tth

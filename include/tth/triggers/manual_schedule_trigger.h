@@ -1,11 +1,14 @@
 // ManualScheduleTrigger: fires at listed iterations or epochs.
 //
-// Fires when some point lies in (previous position, current position], so a sparsely
-// consulted trigger still fires once for the points it passed. `finished()` becomes true once
-// the last point is reached, which makes the manager skip the extension's `initialize` on a
+// Fires when some point lies in (previous position, current position], where the previous
+// position is that of its previous call (0 for a fresh trigger, as in Chainer), so a
+// sparsely consulted trigger fires once for the points it passed, also those before its
+// first call. A call at iteration 0 returns false and counts as a call. `finished()` becomes true
+// once the last point is reached, which makes the manager skip the extension's `initialize` on a
 // resume after the schedule is over.
 //
-// State: the previous position and whether the schedule is finished.
+// State: the previous position (-1, from states saved before it was recorded, means "the
+// position one iteration before") and whether the schedule is finished.
 #pragma once
 
 #include <vector>
@@ -28,7 +31,7 @@ class ManualScheduleTrigger : public Trigger {
  private:
   std::vector<double> points_;
   Unit unit_;
-  double previous_ = -1;  // -1: not called yet
+  double previous_ = 0;
   bool finished_ = false;
 };
 

@@ -1,0 +1,141 @@
+#include "posix_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "tth/error.h"
+
+namespace tth {
+
+namespace {
+
+// Linux transfers at most about 2 GiB per call; larger requests only come back short.
+constexpr std::size_t kMaxTransfer = std::size_t{1} << 30;
+// Writes at least this large start their writeback at once (write_streaming).
+constexpr std::size_t kWritebackBytes = std::size_t{1} << 20;
+
+}  // namespace
+
+File::File(const std::string& path, int flags, mode_t mode)
+    : fd_(::open(path.c_str(), flags | O_CLOEXEC, mode)), path_(path) {
+  if (fd_ < 0) throw IOError("open", path, errno);
+}
+
+File File::open_regular(const std::string& path) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  File file(path, O_RDONLY | O_NONBLOCK);
+  struct stat info {};
+  if (::fstat(file.fd_, &info) != 0) throw IOError("stat", path, errno);
+  if (!S_ISREG(info.st_mode)) {
+    const char* kind = S_ISDIR(info.st_mode)    ? "a directory"
+                       : S_ISFIFO(info.st_mode) ? "a FIFO"
+                       : S_ISCHR(info.st_mode)  ? "a character device"
+                       : S_ISBLK(info.st_mode)  ? "a block device"
+                       : S_ISSOCK(info.st_mode) ? "a socket"
+                                                : "of an unknown kind";
+    throw FormatError("'" + path + "' is not a regular file (" + kind + ")");
+  }
+  // Back to blocking reads, although Linux ignores O_NONBLOCK for regular files.
+  const int flags = ::fcntl(file.fd_, F_GETFL);
+  if (flags < 0 || ::fcntl(file.fd_, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    throw IOError("fcntl", path, errno);
+  }
+  return file;
+}
+
+File::~File() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+File::File(File&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void File::write_all(const void* data, std::size_t size) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd_, bytes, std::min(size, kMaxTransfer));
+    if (n < 0 && errno == EINTR) continue;
+    // A write that makes no progress without an error would loop forever: report it.
+    if (n <= 0) throw IOError("write", path_, n < 0 ? errno : EIO);
+    bytes += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+void File::write_streaming(const void* data, std::size_t size) {
+  write_all(data, size);
+#ifdef SYNC_FILE_RANGE_WRITE
+  if (size < kWritebackBytes) return;
+  // The bytes just written end at the position (whatever wrote before them). Only a hint: a
+  // failure here (a pipe has no position) is ignored, and write errors surface at the fsync.
+  const off_t end = ::lseek(fd_, 0, SEEK_CUR);
+  if (end >= static_cast<off_t>(size)) {
+    ::sync_file_range(fd_, end - static_cast<off_t>(size), static_cast<off_t>(size),
+                      SYNC_FILE_RANGE_WRITE);
+  }
+#endif
+}
+
+void File::pwrite_all(const void* data, std::size_t size, uint64_t offset) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n =
+        ::pwrite(fd_, bytes, std::min(size, kMaxTransfer), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw IOError("pwrite", path_, n < 0 ? errno : EIO);
+    bytes += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+std::size_t File::pread_all(void* data, std::size_t size, uint64_t offset) const {
+  auto* bytes = static_cast<uint8_t*>(data);
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pread(fd_, bytes + done, std::min(size - done, kMaxTransfer),
+                              static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw IOError("read", path_, errno);
+    if (n == 0) break;  // end of file
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
+uint64_t File::size() const {
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) throw IOError("stat", path_, errno);
+  return static_cast<uint64_t>(info.st_size);
+}
+
+bool File::is_regular() const {
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) throw IOError("stat", path_, errno);
+  return S_ISREG(info.st_mode);
+}
+
+void File::sync() {
+  if (::fsync(fd_) != 0) throw IOError("fsync", path_, errno);
+}
+
+void File::close() {
+  const int fd = std::exchange(fd_, -1);
+  if (fd >= 0 && ::close(fd) != 0) throw IOError("close", path_, errno);
+}
+
+}  // namespace tth
