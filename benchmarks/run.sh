@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks side by side in one process each (shared machines are noisy: compare
 # ratios within a run, not absolute numbers across runs) and prints the comparison tables:
-# the hook's per-iteration overhead, then what a snapshot costs against a raw write+fsync.
+# the hook's per-iteration overhead, what a snapshot costs against a raw write+fsync, and
+# what a resume costs in memory (resume_memory.cpp).
 #   benchmarks/run.sh [BUILD_DIR]
 # Snapshot files go to $TTH_BENCH_DIR, else to fresh directories under /var/tmp (not /tmp,
 # which may be a tmpfs). TTH_BENCH_REPETITIONS (default 5) sets the snapshot repetitions.
@@ -58,3 +59,16 @@ for name, mib, ms in rows:
     print(f"{name:32} {mib:5.0f} {ms:10.1f} {mib * MIB / 1e3 / ms:8.0f} "
           f"{ms / mib / raw:17.2f}x")
 PY
+
+# What a resume costs in memory above the model: autoload of a 192 MiB state (64 MiB of
+# parameters and Adam's two moments) in a fresh process, for each format.
+echo
+printf '%-10s %10s %16s %8s\n' format "state MiB" "peak above MiB" ratio
+memory_dir=$(mktemp -d "${TTH_BENCH_DIR:-/var/tmp}/tth-resume-XXXXXX")
+for format in torch npz; do
+  "$build/benchmarks/resume_memory" save "$memory_dir/$format" 64 "$format" 2>/dev/null
+  "$build/benchmarks/resume_memory" resume "$memory_dir/$format" 64 "$format" 2>/dev/null |
+    /usr/bin/python3 -c 'import json, sys; r = json.loads(sys.stdin.read())
+print("%-10s %10.0f %16.1f %7.2fx" % (r["format"], r["state_mib"], r["peak_above_mib"], r["ratio"]))'
+done
+rm -rf "$memory_dir"

@@ -59,7 +59,8 @@ class EpochLoss : public tth::Extension {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// The whole program; main adds the error handling.
+int train(int argc, char** argv) {
   int epochs = 20;
   std::string out = "result";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -123,4 +124,16 @@ int main(int argc, char** argv) {
   std::cout << "done: " << hook.iteration() << " iterations, final epoch loss "
             << epoch_loss->last() << ", summary in " << out << "/summary.txt\n";
   return 0;
+}
+
+// Every failure (an --out that is a file, an output directory another run holds, a snapshot
+// that does not fit the model) is a std::exception: report it and exit 1 instead of letting
+// std::terminate abort the program.
+int main(int argc, char** argv) {
+  try {
+    return train(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "train_synthetic: " << error.what() << '\n';
+    return 1;
+  }
 }

@@ -23,8 +23,14 @@ StateDict ArchiveState::state_dict() const {
 }
 
 void ArchiveState::load_state_dict(const StateDict& state) {
+  // Only the keys the object itself saves: a non-strict load also hands over a file's other
+  // keys, and every name written here lands in TorchScript source that InputArchive compiles.
+  // (The bytes are ours; the names must be too.)
+  const StateDict own = state_dict();
   torch::serialize::OutputArchive out;
-  for (const auto& [key, value] : state) write_value(out, key, value, /*as_buffer=*/true);
+  for (const auto& [key, value] : state) {
+    if (own.contains(key)) write_value(out, key, value, /*as_buffer=*/true);
+  }
   const std::string bytes = archive_bytes(out);
   torch::serialize::InputArchive in;
   in.load_from(bytes.data(), bytes.size());

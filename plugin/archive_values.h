@@ -1,5 +1,6 @@
 // Moving StateDict values in and out of LibTorch archives, shared by the LibTorch savefun and
-// archive_state. Private.
+// archive_state. Private. Files are never read through here (torch_archive.h reads them):
+// read_values serves archive_state, which round-trips bytes it has just written itself.
 #pragma once
 
 #include <string>

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "posix_file.h"
@@ -74,11 +75,31 @@ bool is_temp_file_name(const std::string& file_name) {
   return true;
 }
 
+namespace {
+
+// Renaming over a FIFO or a device would silently replace it (a user's `/dev/stdout`, say): a
+// target that exists must be a regular file (a symbolic link is followed, so one to a regular
+// file is replaced by the new file, as before).
+void check_target(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) return;
+    throw IOError("stat", path, errno);
+  }
+  if (!S_ISREG(info.st_mode)) {
+    throw Error("atomic_write: '" + path + "' exists and is not a regular file (" +
+                file_kind(info.st_mode) + ")");
+  }
+}
+
+}  // namespace
+
 void atomic_write(const std::string& path, const std::function<void(const std::string&)>& write) {
   const std::filesystem::path target(path);
   if (target.filename().empty()) throw Error("atomic_write: '" + path + "' names no file");
   const std::string directory = parent_of(path);
   create_directories_durably(directory);
+  check_target(path);
 
   std::string temp;
   for (int attempt = 0;; ++attempt) {
@@ -102,6 +123,18 @@ void atomic_write(const std::string& path, const std::function<void(const std::s
     throw;
   }
   sync_path(directory);
+}
+
+std::vector<std::string> atomic_write_standalone(
+    const std::string& path, const std::function<void(const std::string&)>& write) {
+  const std::string directory = parent_of(path);
+  create_directories_durably(directory);
+  // Held until the write is done, so that no other cleaner removes our own temp file.
+  const std::optional<DirectoryLock> lock = DirectoryLock::try_lock(directory);
+  std::vector<std::string> removed;
+  if (lock) removed = remove_temp_files(directory);
+  atomic_write(path, write);
+  return removed;
 }
 
 std::vector<std::string> remove_temp_files(const std::string& directory) {

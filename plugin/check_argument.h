@@ -1,7 +1,6 @@
 // The one shape of every argument check at the API edge:
-//   "<Who>: <argument> <requirement>, got <value>"   e.g. "IntervalTrigger: period must be > 0, got
-//   -1"
-// Private.
+//   "<Who>: <argument> <requirement>, got <value>"
+// e.g. "IntervalTrigger: period must be finite and > 0, got -1". Private.
 #pragma once
 
 #include <fmt/format.h>

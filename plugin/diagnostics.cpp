@@ -31,9 +31,14 @@ WarningHandler set_warning_handler(WarningHandler handler) {
 
 void warn(const std::string& message) noexcept {
   Channel& c = channel();
-  std::lock_guard<std::mutex> lock(c.mutex);
   try {
-    c.handler(message);
+    WarningHandler handler;
+    {
+      // Called outside the lock, so that a handler may warn or replace itself.
+      std::lock_guard<std::mutex> lock(c.mutex);
+      handler = c.handler;
+    }
+    handler(message);
   } catch (...) {
     // A warning must never turn into a failure of the code that warned.
   }

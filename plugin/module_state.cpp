@@ -15,11 +15,12 @@ StateDict module_state_dict(const torch::nn::Module& module) {
   return state;
 }
 
-void load_module_state(torch::nn::Module& module, const StateDict& state) {
+void load_module_state(torch::nn::Module& module, StateDict& state) {
   torch::NoGradGuard no_grad;
   auto load = [&](const auto& named) {
     for (const auto& item : named) {
-      if (state.contains(item.key())) item.value().copy_(state.tensor(item.key()));
+      if (!state.contains(item.key())) continue;
+      item.value().copy_(std::get<at::Tensor>(state.take(item.key())));
     }
   };
   load(module.named_parameters(/*recurse=*/true));

@@ -19,6 +19,7 @@
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
 #include "module_state.h"
+#include "optimizer_state.h"
 #include "text_util.h"
 #include "training_state.h"
 #include "tth/error.h"
@@ -64,7 +65,7 @@ DType npy_dtype(const at::Tensor& tensor, const std::string& key) {
     default:
       break;
   }
-  throw Error(fmt::format("npz_savefun: key '{}' has dtype {}, which numpy cannot hold", key,
+  throw Error(fmt::format("npz_savefun: key '{}': dtype {} has no numpy equivalent", key,
                           c10::toString(tensor.scalar_type())));
 }
 
@@ -275,7 +276,9 @@ SaveFunction npz_savefun(NpzOptions options) {
   };
 }
 
-StateDict read_npz(const std::string& path) {
+StateDict read_npz(const std::string& path) { return read_npz(path, {}); }
+
+StateDict read_npz(const std::string& path, const std::function<bool(const std::string&)>& wanted) {
   container::ZipReader reader(path);
   StateDict state;
   for (const auto& entry : reader.entries()) {
@@ -283,10 +286,9 @@ StateDict read_npz(const std::string& path) {
     if (!ends_with(entry.name, kNpySuffix)) {
       throw FormatError(context + ": not an .npy array (an npz holds only .npy members)");
     }
-    if (auto value = read_member(reader, entry, context)) {
-      state.set(entry.name.substr(0, entry.name.size() - std::strlen(kNpySuffix)),
-                std::move(*value));
-    }
+    const std::string key = entry.name.substr(0, entry.name.size() - std::strlen(kNpySuffix));
+    if (wanted && key != kDtypesKey && !wanted(key)) continue;
+    if (auto value = read_member(reader, entry, context)) state.set(key, std::move(*value));
   }
   if (state.contains(kDtypesKey)) {
     nlohmann::json converted;
@@ -306,7 +308,9 @@ StateDict read_npz(const std::string& path) {
   return state;
 }
 
-LoadFunction npz_loadfun() { return read_npz; }
+LoadFunction npz_loadfun() {
+  return [](const std::string& path) { return read_npz(path); };
+}
 
 std::string chainer_names(const std::string& key) {
   static const std::vector<std::pair<std::string, std::string>> kLeaves = {
@@ -328,68 +332,32 @@ std::string chainer_names(const std::string& key) {
 
 IncompatibleKeys load_npz(const std::string& path, torch::nn::Module& module,
                           const NpzLoadOptions& options) {
-  const StateDict selected = select(read_npz(path), path, options);
+  StateDict selected = select(read_npz(path), path, options);
+  // Lossless dtype conversions first (a float16 file into float32 weights); everything else
+  // is checked, then loaded, as any state is.
   const StateDict expected = module_state_dict(module);
-  // Checked completely, and converted, before the module changes.
-  IncompatibleKeys left_out;
-  StateDict converted;
   for (const auto& [key, value] : expected) {
-    if (!selected.contains(key)) {
-      if (!options.strict()) {
-        left_out.missing_keys.push_back(key);
-        continue;
-      }
+    if (!selected.contains(key)) continue;
+    const auto* tensor = std::get_if<at::Tensor>(&selected.at(key));
+    const auto target = std::get<at::Tensor>(value).scalar_type();
+    if (tensor == nullptr || tensor->scalar_type() == target) continue;
+    if (!lossless(tensor->scalar_type(), target)) {
       throw StateError(kLoadNpz, key,
-                       fmt::format("the module's key is not in the file (after prefix '{}' and "
-                                   "the key map)",
-                                   options.prefix()),
+                       fmt::format("the file holds {} values, which do not convert to {} "
+                                   "without loss",
+                                   c10::toString(tensor->scalar_type()), c10::toString(target)),
                        path);
     }
-    const at::Tensor& target = std::get<at::Tensor>(value);
-    const StateValue& given = selected.at(key);
-    const auto* tensor = std::get_if<at::Tensor>(&given);
-    if (tensor == nullptr || tensor->sizes() != target.sizes()) {
-      throw StateError(kLoadNpz, key,
-                       fmt::format("the file holds {} but the module has {}", describe(given),
-                                   describe(StateValue(target))),
-                       path);
-    }
-    if (!lossless(tensor->scalar_type(), target.scalar_type())) {
-      throw StateError(
-          kLoadNpz, key,
-          fmt::format("the file holds {} values, which do not convert to {} "
-                      "without loss",
-                      c10::toString(tensor->scalar_type()), c10::toString(target.scalar_type())),
-          path);
-    }
-    converted.set(key, tensor->to(target.scalar_type()));
+    selected.set(key, tensor->to(target));
   }
-  for (const auto& entry : selected) {
-    if (expected.contains(entry.first)) continue;
-    if (!options.strict()) {
-      left_out.unexpected_keys.push_back(entry.first);
-      continue;
-    }
-    throw StateError(kLoadNpz, entry.first,
-                     "the file's key has no place in the module (ignore it, or load "
-                     "non-strictly)",
-                     path);
-  }
-  load_module_state(module, converted);
-  warn_left_out(left_out, fmt::format("load_npz: {}", path));
-  return left_out;
+  return load_part(*module_part(module), std::move(selected), options.strict(), kLoadNpz, path);
 }
 
 IncompatibleKeys load_npz(const std::string& path, torch::optim::Optimizer& optimizer,
                           const NpzLoadOptions& options) {
-  const StateDict selected = select(read_npz(path), path, options);
-  auto part = optimizer_part(std::shared_ptr<torch::optim::Optimizer>(
-      &optimizer, [](torch::optim::Optimizer*) {}));  // borrowed for this call
-  try {
-    return load_part(*part, selected, options.strict(), fmt::format("load_npz: {}", path));
-  } catch (const StateError& error) {
-    throw error.in_file(kLoadNpz, path);
-  }
+  check_supported_optimizer(optimizer, kLoadNpz);
+  return load_part(*optimizer_part(optimizer), select(read_npz(path), path, options),
+                   options.strict(), kLoadNpz, path);
 }
 
 }  // namespace tth

@@ -7,8 +7,13 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include <algorithm>
+#include <functional>
+#include <memory>
 #include <set>
+#include <vector>
 
+#include "check_argument.h"
 #include "tth/error.h"
 #include "tth/state_layout.h"
 
@@ -21,8 +26,11 @@ using torch::optim::OptimizerOptions;
 using torch::optim::OptimizerParamState;
 
 // Each optimizer type lists its option and state fields once, for a visitor that saves,
-// loads or checks them. `v.real(name, double&)`, `v.flag(name, bool&)`,
-// `v.count(name, int64_t&)`, `v.tensor(name, Tensor&)` (a tensor shaped like the parameter).
+// loads, checks or names them. `v.real(name, double&)`, `v.flag(name, bool&)`,
+// `v.count(name, int64_t&)`, `v.tensor(name, Tensor&, need)` (a tensor shaped like the
+// parameter; kRequired where LibTorch's step always creates it, kOptional where an option
+// such as amsgrad or centered decides).
+enum class Need { kOptional, kRequired };
 template <typename V>
 void fields(V& v, torch::optim::SGDOptions& o) {
   v.real("lr", o.lr());
@@ -33,7 +41,7 @@ void fields(V& v, torch::optim::SGDOptions& o) {
 }
 template <typename V>
 void fields(V& v, torch::optim::SGDParamState& s) {
-  v.tensor("momentum_buffer", s.momentum_buffer());
+  v.tensor("momentum_buffer", s.momentum_buffer(), Need::kRequired);
 }
 template <typename V, typename Options>  // Adam and AdamW share their fields.
 void adam_fields(V& v, Options& o) {
@@ -47,9 +55,9 @@ void adam_fields(V& v, Options& o) {
 template <typename V, typename State>
 void adam_state_fields(V& v, State& s) {
   v.count("step", s.step());
-  v.tensor("exp_avg", s.exp_avg());
-  v.tensor("exp_avg_sq", s.exp_avg_sq());
-  v.tensor("max_exp_avg_sq", s.max_exp_avg_sq());
+  v.tensor("exp_avg", s.exp_avg(), Need::kRequired);
+  v.tensor("exp_avg_sq", s.exp_avg_sq(), Need::kRequired);
+  v.tensor("max_exp_avg_sq", s.max_exp_avg_sq(), Need::kOptional);
 }
 template <typename V>
 void fields(V& v, torch::optim::AdamOptions& o) {
@@ -77,7 +85,7 @@ void fields(V& v, torch::optim::AdagradOptions& o) {
 }
 template <typename V>
 void fields(V& v, torch::optim::AdagradParamState& s) {
-  v.tensor("sum", s.sum());
+  v.tensor("sum", s.sum(), Need::kRequired);
   v.count("step", s.step());
 }
 template <typename V>
@@ -92,9 +100,9 @@ void fields(V& v, torch::optim::RMSpropOptions& o) {
 template <typename V>
 void fields(V& v, torch::optim::RMSpropParamState& s) {
   v.count("step", s.step());
-  v.tensor("square_avg", s.square_avg());
-  v.tensor("momentum_buffer", s.momentum_buffer());
-  v.tensor("grad_avg", s.grad_avg());
+  v.tensor("square_avg", s.square_avg(), Need::kRequired);
+  v.tensor("momentum_buffer", s.momentum_buffer(), Need::kOptional);
+  v.tensor("grad_avg", s.grad_avg(), Need::kOptional);
 }
 
 std::string param_key(const at::Tensor& param) {
@@ -108,16 +116,16 @@ struct Saver {
   void real(const char* name, double& value) { out.set_double(prefix + name, value); }
   void flag(const char* name, bool& value) { out.set_bool(prefix + name, value); }
   void count(const char* name, int64_t& value) { out.set_int(prefix + name, value); }
-  void tensor(const char* name, at::Tensor& value) {
+  void tensor(const char* name, at::Tensor& value, Need) {
     if (value.defined()) out.set(prefix + name, value.detach());
   }
 };
 
 // Loads fields from a checked StateDict: scalars that are present (a non-strict load keeps
 // the others), tensors as present or else undefined (a state has no max_exp_avg_sq without
-// amsgrad).
+// amsgrad). Each tensor is copied to the parameter's device and released from `in` at once.
 struct Loader {
-  const StateDict& in;
+  StateDict& in;
   std::string prefix;
   const at::Tensor* param = nullptr;
   void real(const char* name, double& value) {
@@ -129,10 +137,10 @@ struct Loader {
   void count(const char* name, int64_t& value) {
     if (in.contains(prefix + name)) value = in.get_int(prefix + name);
   }
-  void tensor(const char* name, at::Tensor& value) {
+  void tensor(const char* name, at::Tensor& value, Need) {
     const std::string key = prefix + name;
-    value = in.contains(key) ? in.tensor(key).to(param->device(), /*non_blocking=*/false,
-                                                 /*copy=*/true)
+    value = in.contains(key) ? std::get<at::Tensor>(in.take(key))
+                                   .to(param->device(), /*non_blocking=*/false, /*copy=*/true)
                              : at::Tensor();
   }
 };
@@ -163,10 +171,13 @@ struct Checker {
   void real(const char* name, double&) { scalar(name, "Double[]"); }
   void flag(const char* name, bool&) { scalar(name, "Bool[]"); }
   void count(const char* name, int64_t&) { scalar(name, "Long[]"); }
-  void tensor(const char* name, at::Tensor&) {
+  void tensor(const char* name, at::Tensor&, Need need) {
     const std::string key = prefix + name;
     known.insert(key);
-    if (in.contains(key)) expect(key, describe(param->detach()));
+    if (in.contains(key)) return expect(key, describe(param->detach()));
+    if (required && need == Need::kRequired) {
+      throw StateError({}, key, "is missing from the loaded state");
+    }
   }
 };
 
@@ -179,30 +190,33 @@ void dispatch(const torch::optim::Optimizer& optimizer, Fn&& fn) {
   if (dynamic_cast<const AdamW*>(&optimizer)) return fn(AdamWOptions(), AdamWParamState());
   if (dynamic_cast<const Adagrad*>(&optimizer)) return fn(AdagradOptions(), AdagradParamState());
   if (dynamic_cast<const RMSprop*>(&optimizer)) return fn(RMSpropOptions(), RMSpropParamState());
-  throw Error(
-      fmt::format("add_optimizer: optimizer must be SGD, Adam, AdamW, Adagrad or "
-                  "RMSprop, got {}",
-                  c10::demangle(typeid(optimizer).name())));
+  throw argument_error("optimizer state", "optimizer",
+                       "must be SGD, Adam, AdamW, Adagrad or RMSprop",
+                       c10::demangle(typeid(optimizer).name()));
 }
 
-const std::string& param_state_section() {
-  static const std::string section = std::string(layout::kParamState) + layout::kSeparator;
-  return section;
+// The names of a state type's fields.
+struct Namer {
+  std::vector<std::string> names;
+  void real(const char* name, double&) { names.emplace_back(name); }
+  void flag(const char* name, bool&) { names.emplace_back(name); }
+  void count(const char* name, int64_t&) { names.emplace_back(name); }
+  void tensor(const char* name, at::Tensor&, Need) { names.emplace_back(name); }
+};
+
+template <typename State>
+std::vector<std::string> field_names(State state) {
+  Namer namer;
+  fields(namer, state);
+  return namer.names;
 }
 
-// "state/<g>/<i>/" of every parameter that has state in `state`.
-std::set<std::string> stepped_parameters(const StateDict& state) {
-  const std::string& section = param_state_section();
-  std::set<std::string> stepped;
-  for (const auto& entry : state) {
-    const std::string& key = entry.first;
-    if (key.compare(0, section.size(), section) != 0) continue;
-    const size_t group_end = key.find(layout::kSeparator, section.size());
-    const size_t index_end =
-        group_end == std::string::npos ? group_end : key.find(layout::kSeparator, group_end + 1);
-    if (index_end != std::string::npos) stepped.insert(key.substr(0, index_end + 1));
-  }
-  return stepped;
+// Whether `state` holds some field of this optimizer type under `prefix`: then the
+// parameter's state is loaded (and must be complete); else it is absent.
+bool has_state(const StateDict& state, const std::string& prefix,
+               const std::vector<std::string>& names) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& name) { return state.contains(prefix + name); });
 }
 
 std::string group_prefix(size_t g) {
@@ -214,8 +228,13 @@ std::string state_prefix(size_t g, size_t i) {
 
 }  // namespace
 
-void check_supported_optimizer(const torch::optim::Optimizer& optimizer) {
-  dispatch(optimizer, [](auto, auto) {});
+void check_supported_optimizer(const torch::optim::Optimizer& optimizer, const char* who) {
+  try {
+    dispatch(optimizer, [](auto, auto) {});
+  } catch (const Error&) {
+    throw argument_error(who, "optimizer", "must be SGD, Adam, AdamW, Adagrad or RMSprop",
+                         c10::demangle(typeid(optimizer).name()));
+  }
 }
 
 StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
@@ -242,11 +261,11 @@ StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
 void check_optimizer_state(const torch::optim::Optimizer& optimizer, const StateDict& state,
                            bool strict, IncompatibleKeys& report) {
   std::set<std::string> known;
-  const std::set<std::string> stepped = stepped_parameters(state);
   const StateDict current = strict ? StateDict() : optimizer_state_dict(optimizer);
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     auto options = options_tag;
     auto param_state = state_tag;
+    const std::vector<std::string> names = field_names(state_tag);
     const auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) {
       Checker group{state, group_prefix(g), strict, known, &report};
@@ -254,7 +273,7 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
         const std::string prefix = state_prefix(g, i);
-        const bool present = stepped.count(prefix) != 0;
+        const bool present = has_state(state, prefix, names);
         // A parameter's state is absent (never stepped, or left out) or complete.
         Checker checker{state, prefix, present, known, nullptr, &params[i]};
         fields(checker, param_state);
@@ -279,30 +298,44 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
   }
 }
 
-void load_optimizer_state(torch::optim::Optimizer& optimizer, const StateDict& state, bool strict) {
-  const std::set<std::string> stepped = stepped_parameters(state);
+std::function<void()> prepare_optimizer_state(torch::optim::Optimizer& optimizer, StateDict& state,
+                                              bool strict) {
+  std::vector<std::unique_ptr<OptimizerOptions>> options;
+  std::vector<std::pair<std::string, std::unique_ptr<OptimizerParamState>>> loaded;
+  std::vector<std::string> never_stepped;
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     using Options = decltype(options_tag);
     using State = decltype(state_tag);
-    auto& groups = optimizer.param_groups();
+    const std::vector<std::string> names = field_names(state_tag);
+    const auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) {
+      options.push_back(groups[g].options().clone());
       Loader loader{state, group_prefix(g)};
-      fields(loader, static_cast<Options&>(groups[g].options()));
+      fields(loader, static_cast<Options&>(*options.back()));
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
         const std::string prefix = state_prefix(g, i);
-        if (!stepped.count(prefix)) {
+        if (!has_state(state, prefix, names)) {
           // Strict: the state says this parameter never stepped. Non-strict: left out, kept.
-          if (strict) optimizer.state().erase(param_key(params[i]));
+          if (strict) never_stepped.push_back(param_key(params[i]));
           continue;
         }
-        auto loaded = std::make_unique<State>();
+        auto param_state = std::make_unique<State>();
         Loader state_loader{state, prefix, &params[i]};
-        fields(state_loader, *loaded);
-        optimizer.state()[param_key(params[i])] = std::move(loaded);
+        fields(state_loader, *param_state);
+        loaded.emplace_back(param_key(params[i]), std::move(param_state));
       }
     }
   });
+  // Everything that can fail (allocations) is done: applying only moves pointers.
+  return [&optimizer, options = std::make_shared<decltype(options)>(std::move(options)),
+          loaded = std::make_shared<decltype(loaded)>(std::move(loaded)),
+          never_stepped = std::move(never_stepped)]() {
+    auto& groups = optimizer.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(std::move((*options)[g]));
+    for (const std::string& key : never_stepped) optimizer.state().erase(key);
+    for (auto& [key, param_state] : *loaded) optimizer.state()[key] = std::move(param_state);
+  };
 }
 
 }  // namespace tth

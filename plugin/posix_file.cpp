@@ -1,13 +1,17 @@
 #include "posix_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <utility>
 
+#include "tth/atomic_file.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -32,13 +36,7 @@ File File::open_regular(const std::string& path) {
   struct stat info {};
   if (::fstat(file.fd_, &info) != 0) throw IOError("stat", path, errno);
   if (!S_ISREG(info.st_mode)) {
-    const char* kind = S_ISDIR(info.st_mode)    ? "a directory"
-                       : S_ISFIFO(info.st_mode) ? "a FIFO"
-                       : S_ISCHR(info.st_mode)  ? "a character device"
-                       : S_ISBLK(info.st_mode)  ? "a block device"
-                       : S_ISSOCK(info.st_mode) ? "a socket"
-                                                : "of an unknown kind";
-    throw FormatError("'" + path + "' is not a regular file (" + kind + ")");
+    throw FormatError("'" + path + "' is not a regular file (" + file_kind(info.st_mode) + ")");
   }
   // Back to blocking reads, although Linux ignores O_NONBLOCK for regular files.
   const int flags = ::fcntl(file.fd_, F_GETFL);
@@ -136,6 +134,102 @@ void File::sync() {
 void File::close() {
   const int fd = std::exchange(fd_, -1);
   if (fd >= 0 && ::close(fd) != 0) throw IOError("close", path_, errno);
+}
+
+const char* file_kind(mode_t mode) {
+  return S_ISREG(mode)    ? "a regular file"
+         : S_ISDIR(mode)  ? "a directory"
+         : S_ISFIFO(mode) ? "a FIFO"
+         : S_ISCHR(mode)  ? "a character device"
+         : S_ISBLK(mode)  ? "a block device"
+         : S_ISSOCK(mode) ? "a socket"
+         : S_ISLNK(mode)  ? "a symbolic link"
+                          : "of an unknown kind";
+}
+
+namespace {
+
+// A releaser unlinks LOCK while it still holds it, so each retry of try_lock follows a
+// release that happened meanwhile; more than a few in a row means something else is wrong.
+constexpr int kLockAttempts = 100;
+
+// Whether `path` still names the file open as `file`.
+bool names(const std::string& path, const File& file) {
+  struct stat opened {
+  }, named{};
+  if (::fstat(file.fd(), &opened) != 0) throw IOError("stat", file.path(), errno);
+  if (::stat(path.c_str(), &named) != 0) {
+    if (errno == ENOENT) return false;
+    throw IOError("stat", path, errno);
+  }
+  return opened.st_dev == named.st_dev && opened.st_ino == named.st_ino;
+}
+
+// The pid a holder wrote into its lock file; 0 if none can be read (it may not have written
+// it yet).
+long read_pid(const File& file) {
+  char text[32] = {};
+  const std::size_t n = file.pread_all(text, sizeof text - 1, 0);
+  char* end = nullptr;
+  const long pid = std::strtol(text, &end, 10);
+  return n > 0 && end != text && pid > 0 ? pid : 0;
+}
+
+}  // namespace
+
+std::string DirectoryLock::lock_path(const std::string& directory) {
+  return (std::filesystem::path(directory) / kLockFileName).string();
+}
+
+DirectoryLock::DirectoryLock(std::string directory, File file)
+    : directory_(std::move(directory)), file_(std::move(file)) {}
+
+std::optional<DirectoryLock> DirectoryLock::try_lock(const std::string& directory,
+                                                     long* holder_pid) {
+  const std::string path = lock_path(directory);
+  for (int attempt = 0;; ++attempt) {
+    // Never O_TRUNC: the file may be someone else's, holding their pid.
+    File file(path, O_RDWR | O_CREAT);
+    if (::flock(file.fd(), LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      if (error != EWOULDBLOCK) throw IOError("lock", path, error);
+      if (holder_pid != nullptr) *holder_pid = read_pid(file);
+      return std::nullopt;
+    }
+    if (!names(path, file)) {
+      // Locked a file its releaser had already unlinked: the lock of the directory is that of
+      // the file now at the path, if any.
+      if (attempt == kLockAttempts) throw IOError("lock", path, EAGAIN);
+      continue;
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(file.fd(), 0) != 0) throw IOError("truncate", path, errno);
+    file.pwrite_all(pid.data(), pid.size(), 0);
+    return DirectoryLock(directory, std::move(file));
+  }
+}
+
+DirectoryLock& DirectoryLock::operator=(DirectoryLock&& other) noexcept {
+  if (this != &other) {
+    release();
+    directory_ = std::move(other.directory_);
+    file_ = std::move(other.file_);
+  }
+  return *this;
+}
+
+DirectoryLock::~DirectoryLock() { release(); }
+
+void DirectoryLock::release() noexcept {
+  if (file_.fd() < 0) return;
+  // Unlink while still holding the lock, and only our own file: one that replaced it (after
+  // someone deleted ours by hand) belongs to its holder. Errors change nothing for the lock.
+  const std::string path = lock_path(directory_);
+  try {
+    if (names(path, file_)) ::unlink(path.c_str());
+  } catch (const IOError&) {
+  }
+  const File unlocked = std::move(file_);  // closing the descriptor releases the lock
 }
 
 }  // namespace tth

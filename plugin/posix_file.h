@@ -4,17 +4,19 @@
 // and every read and write goes through the loops here, which retry EINTR and short transfers.
 // Every failed call is a tth::IOError naming the operation and the path (LevelDB keeps its
 // POSIX calls in one env_posix.cc for the same reasons); open_regular also refuses what is not
-// a regular file. LibTorch-free: the zip container uses it.
+// a regular file. DirectoryLock is LevelDB's LOCK file: one run per output directory.
+// LibTorch-free: the zip container uses it.
 //
 // Thread safety: the const members (pread_all, size, is_regular) may run concurrently, as
 // ZipReader's readers do: pread_all does not move the file position. Writes, sync and close
-// need one thread at a time.
+// need one thread at a time. A DirectoryLock excludes every other holder, in this process too.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace tth {
@@ -63,6 +65,52 @@ class File {
  private:
   int fd_ = -1;
   std::string path_;
+};
+
+/// What kind of file a stat(2) mode describes, for messages: "a regular file", "a directory",
+/// "a FIFO", "a character device", "a block device", "a socket", "a symbolic link" or "of an
+/// unknown kind".
+const char* file_kind(mode_t mode);
+
+/// An exclusive advisory lock on a directory, held while the object lives: LevelDB's LOCK.
+///
+/// The lock is flock(LOCK_EX | LOCK_NB) on `<directory>/LOCK` (kLockFileName of
+/// tth/atomic_file.h), opened anew by every try_lock: flock locks belong to an open file
+/// description, so a second lock of the same directory fails also in the same process. The
+/// holder writes its pid into the file, for the message of whoever is refused. The kernel drops
+/// the lock when the holder dies, so a LOCK file left by a killed process blocks nobody.
+///
+/// Releasing (destruction) removes the LOCK file, then unlocks, so a finished run leaves no
+/// file behind. try_lock therefore checks, once it holds the lock, that the path still names
+/// the file it locked (a releaser may have unlinked it meanwhile) and tries again if not.
+/// Deleting the LOCK file of a live holder by hand breaks the exclusion; nothing else does.
+class DirectoryLock {
+ public:
+  /// Takes the lock of the existing `directory`, creating its LOCK file (mode 0666 & ~umask).
+  /// Returns nothing when another open file holds it; then `*holder_pid`, if given, receives
+  /// the pid written in the file (0 when it holds none yet). Throws tth::IOError naming the
+  /// lock file when it cannot be created or locked (an unwritable or missing directory).
+  static std::optional<DirectoryLock> try_lock(const std::string& directory,
+                                               long* holder_pid = nullptr);
+  /// `<directory>/LOCK`.
+  static std::string lock_path(const std::string& directory);
+
+  /// Removes the LOCK file if it is still the locked one, then releases the lock.
+  ~DirectoryLock();
+  DirectoryLock(DirectoryLock&& other) noexcept = default;
+  DirectoryLock& operator=(DirectoryLock&& other) noexcept;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+  /// The locked directory, as given to try_lock.
+  const std::string& directory() const noexcept { return directory_; }
+
+ private:
+  DirectoryLock(std::string directory, File file);
+  void release() noexcept;
+
+  std::string directory_;
+  File file_;  // fd -1 once moved from
 };
 
 }  // namespace tth

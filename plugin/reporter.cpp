@@ -13,7 +13,7 @@ thread_local Observation* active_observation = nullptr;
 ObservedValue::ObservedValue(const at::Tensor& tensor)
     : tensor_(tensor.detach()), converted_(false) {
   if (tensor_.numel() != 1) {
-    throw Error(fmt::format("report: a reported tensor must have one element, got {} elements",
+    throw Error(fmt::format("report: value must be a tensor of one element, got {} elements",
                             tensor_.numel()));
   }
 }

@@ -6,17 +6,19 @@
 #include <mutex>
 #include <string>
 
+#include "tth/state_layout.h"
+
 namespace tth {
 
 namespace {
 
 template <typename Fn>
 void for_each_generator(Fn&& fn) {
-  fn("cpu", at::detail::getDefaultCPUGenerator());
+  fn(std::string(state_layout::kCpu), at::detail::getDefaultCPUGenerator());
   const auto& cuda = at::detail::getCUDAHooks();
   if (!cuda.hasCUDA()) return;
   for (int device = 0; device < cuda.getNumGPUs(); ++device) {
-    fn("cuda/" + std::to_string(device),
+    fn(state_layout::key(state_layout::kCuda, std::to_string(device)),
        cuda.getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device)));
   }
 }

@@ -2,14 +2,16 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
 #include <exception>
 
 #include "archive_values.h"
+#include "container/pickle.h"
 #include "posix_file.h"
+#include "torch_archive.h"
 #include "tth/error.h"
+#include "tth/snapshot_file.h"
 
 namespace tth {
 
@@ -41,23 +43,25 @@ void save_archive(torch::serialize::OutputArchive& archive, const std::string& p
 
 SaveFunction torch_savefun() {
   return [](const std::string& path, const StateDict& state) {
+    const bool encode = archive_keys_encoded(state);
     torch::serialize::OutputArchive archive;
-    for (const auto& [key, value] : state) write_value(archive, key, value, /*as_buffer=*/false);
+    for (const auto& [key, value] : state) {
+      // LibTorch writes each name unescaped into the archive's TorchScript source.
+      if (!encode && !container::storable_unencoded(key)) {
+        throw Error(fmt::format(
+            "torch_savefun: key '{}' must be encoded, which the keys of a state whose '{}' is "
+            "{} are not; set it to {} to write the current format",
+            key, kFormatVersionKey, container::kLastUnencodedKeysVersion, kSnapshotFormatVersion));
+      }
+      write_value(archive, encode ? container::encode_archive_key(key) : key, value,
+                  /*as_buffer=*/false);
+    }
     save_archive(archive, path);
   };
 }
 
 LoadFunction torch_loadfun() {
-  return [](const std::string& path) {
-    try {
-      torch::serialize::InputArchive archive;
-      archive.load_from(path, at::kCPU);  // a CUDA snapshot loads on a CPU-only machine too
-      return read_values(archive, "'" + path + "'", /*scalars=*/true);
-    } catch (const c10::Error& error) {
-      throw FormatError(fmt::format("'{}' is not a readable LibTorch archive: {}", path,
-                                    error.what_without_backtrace()));
-    }
-  };
+  return [](const std::string& path) { return read_torch_archive(path); };
 }
 
 }  // namespace tth

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "check_argument.h"
+#include "optimizer_state.h"
 #include "snapshot_filename.h"
 #include "training_state.h"
 #include "tth/atomic_file.h"
@@ -22,13 +23,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// snapshot_object's target as a state component: saved and loaded as the whole state is.
-template <typename Part>
+// snapshot_object's target as a state component, saved and loaded as the whole state is.
+// The lambdas own the object, and the part that refers to it.
+template <typename Object>
 void bind(std::function<StateDict()>& save,
-          std::function<void(const StateDict&, const std::string&)>& load, Part part) {
-  std::shared_ptr<StatePart> shared = std::move(part);
-  save = [shared] { return shared->save(); };
-  load = [shared](const StateDict& state, const std::string& what) {
+          std::function<void(const StateDict&, const std::string&)>& load,
+          std::shared_ptr<Object> object, std::unique_ptr<StatePart> part) {
+  std::shared_ptr<StatePart> shared(std::move(part));
+  save = [object, shared] { return shared->save(); };
+  load = [object, shared](const StateDict& state, const std::string& what) {
     load_part(*shared, state, /*strict=*/true, what);
   };
 }
@@ -37,17 +40,18 @@ void bind(std::function<StateDict()>& save,
 
 void SnapshotTarget::from_module(std::shared_ptr<torch::nn::Module> module) {
   check_argument(module != nullptr, "snapshot_object", "module", "must not be null");
-  bind(save_, load_, module_part(std::move(module)));
+  bind(save_, load_, module, module_part(*module));
 }
 
 void SnapshotTarget::from_optimizer(std::shared_ptr<torch::optim::Optimizer> optimizer) {
   check_argument(optimizer != nullptr, "snapshot_object", "optimizer", "must not be null");
-  bind(save_, load_, optimizer_part(std::move(optimizer)));
+  check_supported_optimizer(*optimizer, "snapshot_object");
+  bind(save_, load_, optimizer, optimizer_part(*optimizer));
 }
 
 void SnapshotTarget::from_stateful(std::shared_ptr<Stateful> object) {
   check_argument(object != nullptr, "snapshot_object", "object", "must not be null");
-  bind(save_, load_, stateful_part(std::move(object)));
+  bind(save_, load_, object, stateful_part(*object));
 }
 
 Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options)
@@ -60,11 +64,8 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
       snapshot_on_error_(options.snapshot_on_error()),
       n_retains_(options.n_retains()),
       autoload_(options.autoload()) {
-  if (writer_ && options.savefun()) {
-    throw Error(
-        "SnapshotOptions: pass either savefun or writer, not both (a writer has its "
-        "savefun)");
-  }
+  check_argument(!(writer_ && options.savefun()), "SnapshotOptions", "savefun and writer",
+                 "must not both be set (a writer has its own savefun)");
   if (!writer_) {
     writer_ =
         std::make_shared<SimpleWriter>(options.savefun() ? options.savefun() : torch_savefun());
@@ -73,7 +74,7 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
                  "must be >= 1 (or -1 for all)", n_retains_);
   check_argument(!(autoload_ || n_retains_ > 0) || filename_->has_static_directory(),
                  "SnapshotOptions", "filename",
-                 "may have fields only in its last component with autoload or n_retains",
+                 "must have fields only in its last component with autoload or n_retains",
                  fmt::format("'{}'", filename_->pattern()));
 }
 
@@ -159,6 +160,15 @@ void Snapshot::apply_retention(const TorchTrainerHook& hook, const std::string& 
 void Snapshot::resume(TorchTrainerHook& hook) {
   if (!filename_->has_static_directory()) return;
   const std::string dir = directory(hook);
+  // Only the holder of a directory's lock may remove its temp files (atomic_file.h). The hook
+  // holds out(); a subdirectory of it or a directory elsewhere is locked here, for the run.
+  try {
+    hook.lock_directory(dir);
+  } catch (...) {
+    // Another run writes there: this one must not, not even from its error path.
+    snapshot_on_error_ = false;
+    throw;
+  }
   for (const std::string& removed : remove_temp_files(dir)) {
     warn(fmt::format("snapshot: removed '{}' left by an interrupted write", removed));
   }
@@ -175,7 +185,7 @@ void Snapshot::resume(TorchTrainerHook& hook) {
       if (target_) {
         target_->load_state_dict(state, "snapshot_object");
       } else {
-        hook.load_state_dict(state);
+        hook.load_state_dict(std::move(state));  // handed over: freed as it is applied
       }
     } catch (const StateError& error) {
       // The file is sound but does not fit this training: falling back would hide that.

@@ -8,6 +8,7 @@
 #include "container/zip_reader.h"
 #include "posix_file.h"
 #include "text_util.h"
+#include "torch_archive.h"
 #include "tth/error.h"
 #include "tth/npz.h"
 #include "tth/state_layout.h"
@@ -25,6 +26,20 @@ bool starts_like_zip(const std::string& path) {
   std::array<char, 4> head{};
   return file.pread_all(head.data(), head.size(), 0) == head.size() &&
          (head == kZipMagic || head == kEmptyZipMagic);
+}
+
+// The value of the metadata entry `key`, which must be a 0-d integer tensor: a file is hostile
+// input, and converting anything else (1e300, NaN, a complex, a text, a 1-d tensor) would throw
+// LibTorch's errors or abort in the callers that print it.
+int64_t metadata_int(const StateDict& state, const char* key, const std::string& path) {
+  const StateValue& value = state.at(key);
+  const auto* tensor = std::get_if<at::Tensor>(&value);
+  if (tensor == nullptr || tensor->dim() != 0 ||
+      !at::isIntegralType(tensor->scalar_type(), /*includeBool=*/false)) {
+    throw FormatError(fmt::format("'{}': key '{}' holds {}, but it must be a 0-d integer tensor",
+                                  path, key, describe(value)));
+  }
+  return tensor->item<int64_t>();  // every integral dtype converts exactly
 }
 
 }  // namespace
@@ -51,10 +66,45 @@ FileFormat verify_file(const std::string& path) {
     all_npy = all_npy && ends_with(entry.name, ".npy");
     has_pickle = has_pickle || ends_with(entry.name, "/data.pkl");
   }
-  if (has_pickle) return FileFormat::kTorchArchive;
+  if (has_pickle) {
+    // The structure read_torch_archive relies on, so that a file that verifies also loads.
+    check_torch_archive(reader);
+    return FileFormat::kTorchArchive;
+  }
   if (all_npy) return FileFormat::kNpz;
   return FileFormat::kOther;
 }
+
+namespace {
+
+bool is_metadata(const std::string& key) {
+  static const std::string kMetadataPrefix = state_layout::key(state_layout::kMetadata, "");
+  return key.compare(0, kMetadataPrefix.size(), kMetadataPrefix) == 0;
+}
+
+// Checks the metadata entries of `state`, read from `path`.
+void check_metadata(const StateDict& state, const std::string& path) {
+  if (!state.contains(kFormatVersionKey)) {
+    throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot", path,
+                                  kFormatVersionKey));
+  }
+  const int64_t version = metadata_int(state, kFormatVersionKey, path);
+  if (version > kSnapshotFormatVersion || version < 1) {
+    throw FormatError(
+        fmt::format("'{}' has format version {}, but this build reads versions 1 "
+                    "to {}; upgrade TorchTrainerHook to load it",
+                    path, version, kSnapshotFormatVersion));
+  }
+  if (state.contains(kIterationKey)) {
+    const int64_t iteration = metadata_int(state, kIterationKey, path);
+    if (iteration < 0) {
+      throw FormatError(fmt::format("'{}': key '{}' holds {}, but an iteration is >= 0", path,
+                                    kIterationKey, iteration));
+    }
+  }
+}
+
+}  // namespace
 
 StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
   const FileFormat format = verify_file(path);
@@ -64,16 +114,10 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
         "'{}' is neither a LibTorch archive nor an npz file (pass the loadfun of its savefun)",
         path));
   }
-  int64_t version = 0;
   try {
     state = format == FileFormat::kTorchArchive ? torch_loadfun()(path)
             : format == FileFormat::kNpz        ? npz_loadfun()(path)
                                                 : loadfun(path);
-    if (!state.contains(kFormatVersionKey)) {
-      throw FormatError(fmt::format("'{}' has no '{}' entry: not a TorchTrainerHook snapshot", path,
-                                    kFormatVersionKey));
-    }
-    version = state.get_int(kFormatVersionKey);
   } catch (const FormatError&) {
     throw;
   } catch (const IOError&) {
@@ -83,20 +127,37 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
     // means the file is not a usable snapshot.
     throw FormatError(fmt::format("'{}' is not a usable snapshot: {}", path, error.what()));
   }
-  if (version > kSnapshotFormatVersion || version < 1) {
-    throw FormatError(
-        fmt::format("'{}' has format version {}, but this build reads versions 1 "
-                    "to {}; upgrade TorchTrainerHook to load it",
-                    path, version, kSnapshotFormatVersion));
-  }
+  check_metadata(state, path);
   return state;
 }
 
+StateDict verify_snapshot(const std::string& path) {
+  const FileFormat format = verify_file(path);
+  if (format == FileFormat::kOther) {
+    throw FormatError(fmt::format("'{}' is neither a LibTorch archive nor an npz file", path));
+  }
+  if (format == FileFormat::kNpz) {
+    // Metadata members are a few bytes: a large one is a file built to make verify allocate.
+    constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 20;
+    const container::ZipReader reader(path);
+    for (const auto& entry : reader.entries()) {
+      if (is_metadata(entry.name) && entry.uncompressed_size > kMaxMetadataBytes) {
+        throw FormatError(fmt::format("{}: member '{}' declares {} bytes, but metadata is small",
+                                      reader.label(), entry.name, entry.uncompressed_size));
+      }
+    }
+  }
+  const StateDict metadata = format == FileFormat::kTorchArchive
+                                 ? read_torch_archive(path, is_metadata)
+                                 : read_npz(path, is_metadata);
+  check_metadata(metadata, path);
+  return metadata;
+}
+
 StateDict without_metadata(const StateDict& state) {
-  static const std::string kMetadataPrefix = state_layout::key(state_layout::kMetadata, "");
   StateDict rest;
   for (const auto& [key, value] : state) {
-    if (key.compare(0, kMetadataPrefix.size(), kMetadataPrefix) != 0) rest.set(key, value);
+    if (!is_metadata(key)) rest.set(key, value);
   }
   return rest;
 }

@@ -3,6 +3,8 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "tth/error.h"
 
 namespace tth {
@@ -77,6 +79,17 @@ bool StateDict::erase(const std::string& key) {
   index_.clear();
   for (std::size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].first, i);
   return true;
+}
+
+StateValue StateDict::take(const std::string& key) {
+  auto found = index_.find(key);
+  if (found == index_.end()) throw StateError("StateDict", key, "is absent");
+  return std::exchange(entries_[found->second].second, StateValue(at::Tensor()));
+}
+
+std::vector<StateDict::Entry> StateDict::release() {
+  index_.clear();
+  return std::exchange(entries_, {});
 }
 
 StateDict StateDict::sub(const std::string& prefix) const {

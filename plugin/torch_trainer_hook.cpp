@@ -11,6 +11,7 @@
 
 #include "check_argument.h"
 #include "epoch_tolerance.h"
+#include "posix_file.h"
 #include "training_state.h"
 #include "tth/diagnostics.h"
 #include "tth/error.h"
@@ -27,6 +28,7 @@ int64_t whole_epochs(double epoch_detail) {
 namespace layout = state_layout;
 
 constexpr const char* kWhat = "TorchTrainerHook";
+constexpr const char* kLoadWhat = "TorchTrainerHook::load_state_dict";
 
 std::string describe_error(const std::exception_ptr& error) {
   try {
@@ -46,12 +48,12 @@ TorchTrainerHook::TorchTrainerHook(HookOptions options)
       stop_trigger_(options.stop_trigger().get()),
       state_(std::make_unique<TrainingState>()) {
   check_argument(iters_per_epoch_ > 0 && std::isfinite(iters_per_epoch_), "HookOptions",
-                 "iters_per_epoch", "must be > 0", iters_per_epoch_);
+                 "iters_per_epoch", "must be finite and > 0", iters_per_epoch_);
   check_argument(!out_.empty(), "HookOptions", "out", "must not be empty");
   state_->add(std::string(layout::kManager),
               function_part([this] { return counters(); },
                             [this](const StateDict& state) { load_counters(state); }));
-  if (stop_trigger_) state_->add(std::string(layout::kStopTrigger), stateful_part(stop_trigger_));
+  if (stop_trigger_) state_->add(std::string(layout::kStopTrigger), stateful_part(*stop_trigger_));
 }
 
 TorchTrainerHook::~TorchTrainerHook() {
@@ -102,9 +104,9 @@ std::string TorchTrainerHook::extend(std::shared_ptr<Extension> extension,
   Entry entry{unique, std::move(extension), chosen.get(), options.priority().value_or(0),
               options.call_before_training()};
   if (!options.priority()) entry.priority = entry.extension->default_priority();
-  state_->add(layout::key(layout::kExtensions, unique), stateful_part(entry.extension));
+  state_->add(layout::key(layout::kExtensions, unique), stateful_part(*entry.extension));
   if (entry.trigger) {
-    state_->add(layout::key(layout::kExtensionTriggers, unique), stateful_part(entry.trigger));
+    state_->add(layout::key(layout::kExtensionTriggers, unique), stateful_part(*entry.trigger));
   }
   // Stable: equal priorities keep registration order.
   auto position =
@@ -161,6 +163,9 @@ void TorchTrainerHook::for_each_guarded(const char* phase, Hook&& hook) noexcept
 
 void TorchTrainerHook::start() {
   if (started_) return;
+  // Before anything runs, so that a refused run touches nothing in another run's directory,
+  // not even from its error path (a snapshot_on_error).
+  lock_output_directory();
   started_ = true;
   try {
     run_start_phases();
@@ -170,10 +175,57 @@ void TorchTrainerHook::start() {
   }
 }
 
-void TorchTrainerHook::run_start_phases() {
+void TorchTrainerHook::lock_output_directory() {
   std::error_code error;
   std::filesystem::create_directories(out_, error);
   if (error) throw IOError("create output directory", out_, error.value());
+  try {
+    take_lock(out_, "output directory", "out directory");
+  } catch (const IOError& failure) {
+    // Creating the lock file is the first write: an unwritable directory is reported here
+    // rather than at the first snapshot.
+    throw IOError(fmt::format("{}: cannot use output directory '{}': create or lock", kWhat, out_),
+                  failure.path(), failure.error_number());
+  }
+}
+
+void TorchTrainerHook::lock_directory(const std::string& directory) {
+  std::error_code error;
+  std::filesystem::create_directories(directory, error);
+  if (error) throw IOError("create directory", directory, error.value());
+  take_lock(directory, "directory", "directory");
+}
+
+namespace {
+
+// The one name of a directory, however it was spelled ("result", "./result/", a symlink).
+std::filesystem::path canonical_of(const std::string& directory) {
+  std::error_code error;
+  std::filesystem::path canonical = std::filesystem::weakly_canonical(directory, error);
+  if (error) canonical = std::filesystem::absolute(directory, error).lexically_normal();
+  return canonical;
+}
+
+}  // namespace
+
+void TorchTrainerHook::take_lock(const std::string& directory, const char* what,
+                                 const char* advice) {
+  const std::filesystem::path canonical = canonical_of(directory);
+  for (const auto& held : locks_) {
+    if (canonical_of(held->directory()) == canonical) return;
+  }
+  long holder = 0;
+  std::optional<DirectoryLock> lock = DirectoryLock::try_lock(directory, &holder);
+  if (!lock) {
+    throw Error(fmt::format(
+        "{}: {} '{}' is in use by another run ({} holds '{}'); give each run its own {}", kWhat,
+        what, directory, holder > 0 ? fmt::format("pid {}", holder) : std::string("a process"),
+        DirectoryLock::lock_path(directory), advice));
+  }
+  locks_.push_back(std::make_unique<DirectoryLock>(std::move(*lock)));
+}
+
+void TorchTrainerHook::run_start_phases() {
   start_time_ = std::chrono::steady_clock::now();
   for (Entry& entry : entries_) entry.extension->resume(*this);
   for (Entry& entry : entries_) {
@@ -256,6 +308,7 @@ void TorchTrainerHook::handle_error(const std::exception_ptr& error) noexcept {
   if (!finalized_) {
     finalized_ = true;
     for_each_guarded("finalize", [&](Entry& entry) { entry.extension->finalize(*this); });
+    locks_.clear();  // after finalize: an asynchronous writer has finished its files
   }
 }
 
@@ -278,6 +331,7 @@ void TorchTrainerHook::finalize() {
       if (!first_error) first_error = std::current_exception();
     }
   }
+  locks_.clear();  // after finalize: an asynchronous writer has finished its files
   if (first_error) std::rethrow_exception(first_error);
 }
 
@@ -311,7 +365,7 @@ std::shared_ptr<Extension> TorchTrainerHook::extension(const std::string& name) 
   for (const Entry& entry : entries_) {
     if (entry.name == name) return entry.extension;
   }
-  throw Error(fmt::format("no extension named '{}' is registered", name));
+  throw Error(fmt::format("extension: no extension named '{}' is registered", name));
 }
 
 std::vector<std::string> TorchTrainerHook::extension_names() const {
@@ -339,18 +393,23 @@ void TorchTrainerHook::load_counters(const StateDict& state) {
     elapsed_before_ = state.get_double(elapsed);
     start_time_ = std::chrono::steady_clock::now();
   }
-  if (state.contains(stopped)) stop_triggered_ = state.get_bool(stopped);
+  if (state.contains(stopped)) {
+    // A snapshot of the last iteration says "stopped"; that stands only if this run's stop
+    // trigger agrees (its state is loaded by now: components with user code load first), so
+    // training can be extended by resuming with a longer stop trigger.
+    stop_triggered_ =
+        state.get_bool(stopped) && stop_trigger_ && (stop_trigger_->finished() || length_reached());
+  }
 }
 
 StateDict TorchTrainerHook::state_dict() const { return state_->save(); }
 
 IncompatibleKeys TorchTrainerHook::load_state_dict(const StateDict& state, bool strict) {
-  IncompatibleKeys left_out = state_->load(state, strict, "TorchTrainerHook::load_state_dict");
-  // A snapshot of the last iteration says "stopped"; that stands only if this run's stop
-  // trigger agrees, so training can be extended by resuming with a longer stop trigger.
-  stop_triggered_ =
-      stop_triggered_ && stop_trigger_ && (stop_trigger_->finished() || length_reached());
-  return left_out;
+  return state_->load(state, strict, kLoadWhat);
+}
+
+IncompatibleKeys TorchTrainerHook::load_state_dict(StateDict&& state, bool strict) {
+  return state_->load(std::move(state), strict, kLoadWhat);
 }
 
 bool TorchTrainerHook::length_reached() const {

@@ -49,9 +49,9 @@ TEST(Extension, CallBeforeTrainingRunsOnceAtIterationZeroInAFreshObservation) {
 
 TEST(Extension, CallBeforeTrainingIsSkippedOnResume) {
   Log log;
-  TorchTrainerHook first{HookOptions(10)};
+  TorchTrainerHook first{HookOptions(10).out("first")};
   run_empty(first, 3);
-  TorchTrainerHook hook{HookOptions(10)};
+  TorchTrainerHook hook{HookOptions(10).out("second")};
   hook.extend(
       make_extension([&](TorchTrainerHook& h) { log.push_back(std::to_string(h.iteration())); },
                      ExtensionOptions().trigger(TriggerRef::never())),

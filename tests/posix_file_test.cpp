@@ -1,26 +1,32 @@
-// Tests of tth::File (plugin/posix_file.h), the one owner of the library's descriptors, and of
-// the readers and writers built on it: ZipWriter on a File, and ZipReader refusing what is not
-// a regular file. LibTorch-free.
+// Tests of tth::File (plugin/posix_file.h), the one owner of the library's descriptors, of
+// DirectoryLock, and of the readers and writers built on File: ZipWriter on a File, and
+// ZipReader refusing what is not a regular file. LibTorch-free.
 #include "posix_file.h"
 
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
 #include "test_util.h"
+#include "tth/atomic_file.h"
 #include "tth/error.h"
 
 namespace tth {
@@ -254,6 +260,117 @@ TEST(File, OpenRegularRefusesAFifoWithoutBlocking) {
 TEST(File, OpenRegularOfAMissingFileIsIOError) {
   const TempDir dir;
   EXPECT_THROW_WITH(File::open_regular(dir / "missing"), IOError, dir / "missing");
+}
+
+// ---------------------------------------------------------------- DirectoryLock
+
+std::string text_of(const std::string& path) {
+  const Bytes bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+TEST(DirectoryLock, ExcludesASecondLockAlsoInTheSameProcess) {
+  const TempDir dir;
+  const std::string lock_file = dir / kLockFileName;
+  EXPECT_EQ(DirectoryLock::lock_path(dir.path().string()), lock_file);
+  std::optional<DirectoryLock> first = DirectoryLock::try_lock(dir.path().string());
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->directory(), dir.path().string());
+  EXPECT_EQ(text_of(lock_file), std::to_string(::getpid()) + "\n");
+  long holder = -1;
+  EXPECT_FALSE(DirectoryLock::try_lock(dir.path().string(), &holder));
+  EXPECT_EQ(holder, ::getpid());
+  EXPECT_FALSE(DirectoryLock::try_lock(dir / ".", &holder));  // however it is spelled
+  EXPECT_EQ(text_of(lock_file),
+            std::to_string(::getpid()) + "\n");  // the refused one wrote nothing
+
+  // A move hands the lock over; only the last owner releases it.
+  std::optional<DirectoryLock> moved(std::move(*first));
+  first.reset();
+  EXPECT_FALSE(DirectoryLock::try_lock(dir.path().string()));
+  moved.reset();
+  EXPECT_FALSE(std::filesystem::exists(lock_file));  // a released lock leaves no file
+  EXPECT_TRUE(DirectoryLock::try_lock(dir.path().string()));
+}
+
+TEST(DirectoryLock, ALockFileWithoutAHolderBlocksNobody) {
+  const TempDir dir;
+  write_file(dir / kLockFileName, {'9', '9', '9', '9', '9', '9', '\n'});  // a killed holder's
+  std::optional<DirectoryLock> lock = DirectoryLock::try_lock(dir.path().string());
+  ASSERT_TRUE(lock);
+  EXPECT_EQ(text_of(dir / kLockFileName), std::to_string(::getpid()) + "\n");
+}
+
+TEST(DirectoryLock, AnotherProcessHoldsItUntilItDies) {
+  const TempDir dir;
+  int ready[2], finish[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(finish), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child takes the lock, says so, and then waits (it is killed).
+    std::optional<DirectoryLock> lock = DirectoryLock::try_lock(dir.path().string());
+    const char status = lock ? 'y' : 'n';
+    if (::write(ready[1], &status, 1) != 1) ::_exit(1);
+    char ignored;
+    while (::read(finish[0], &ignored, 1) < 0) {
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char status = 0;
+  ASSERT_EQ(::read(ready[0], &status, 1), 1);
+  ASSERT_EQ(status, 'y');
+  long holder = 0;
+  EXPECT_FALSE(DirectoryLock::try_lock(dir.path().string(), &holder));
+  EXPECT_EQ(holder, child);
+  // Killed: the kernel drops its lock; its LOCK file stays, with its pid, and blocks nobody.
+  ::kill(child, SIGKILL);
+  int wait_status = 0;
+  ASSERT_EQ(::waitpid(child, &wait_status, 0), child);
+  EXPECT_EQ(text_of(dir / kLockFileName), std::to_string(child) + "\n");
+  EXPECT_TRUE(DirectoryLock::try_lock(dir.path().string()));
+  ::close(ready[0]);
+  ::close(finish[0]);
+  ::close(finish[1]);
+}
+
+TEST(DirectoryLock, NeverTwoHoldersWhileReleasesUnlinkTheFile) {
+  // Each release unlinks LOCK while others may have opened it: a lock taken on an unlinked
+  // file must not count, or two holders would coexist (one on the old file, one on the new).
+  const TempDir dir;
+  std::atomic<int> holders{0}, acquired{0}, overlaps{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) {
+        std::optional<DirectoryLock> lock = DirectoryLock::try_lock(dir.path().string());
+        if (!lock) continue;
+        ++acquired;
+        if (++holders != 1) ++overlaps;
+        std::this_thread::sleep_for(std::chrono::microseconds(20));  // widens the window
+        --holders;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(overlaps.load(), 0);
+  EXPECT_GT(acquired.load(), 0);
+  EXPECT_FALSE(std::filesystem::exists(dir / kLockFileName));
+}
+
+TEST(DirectoryLock, AMissingOrUnusableDirectoryIsIOErrorNamingTheLockFile) {
+  const TempDir dir;
+  try {
+    DirectoryLock::try_lock(dir / "missing");
+    ADD_FAILURE() << "locked a missing directory";
+  } catch (const IOError& error) {
+    EXPECT_EQ(error.path(), dir / "missing/LOCK");
+    EXPECT_EQ(error.error_number(), ENOENT);
+  }
+  write_file(dir / "file", {'x'});
+  EXPECT_THROW_WITH(DirectoryLock::try_lock(dir / "file"), IOError, dir / "file/LOCK");
 }
 
 // ---------------------------------------------------------------- readers and writers on File

@@ -10,6 +10,10 @@
 //       Snapshots every iteration forever (n_retains 3); prints "ready" after the first.
 //   snapshot_child start --out DIR
 //       As crash-loop, but runs one iteration (autoload, temp clean-up, a snapshot) and exits.
+//   snapshot_child hold --out DIR
+//       Two iterations with a snapshot each (n_retains 1). The second snapshot's savefun, once
+//       it has written the temp file, prints "writing <temp path>" and waits for a line on
+//       stdin before it returns, so that the test holds a run with a write in flight.
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -126,6 +130,34 @@ int crash_loop(const std::map<std::string, std::string>& args, bool forever) {
   return 0;
 }
 
+// Holds a snapshot write in flight until stdin says go on (see the header comment).
+int hold(const std::map<std::string, std::string>& args) {
+  // crash-loop's model, optimizer and extensions, so that `start` resumes from these snapshots.
+  torch::manual_seed(0);
+  torch::nn::Sequential model(torch::nn::Linear(1024, 512), torch::nn::Linear(512, 1024));
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.01));
+  tth::TorchTrainerHook hook(tth::HookOptions(10).out(get(args, "--out")));
+  hook.add_model("main", model);
+  hook.add_optimizer("main", optimizer);
+  int saves = 0;
+  tth::SaveFunction pausing = [&saves](const std::string& temp, const tth::StateDict& state) {
+    tth::torch_savefun()(temp, state);
+    if (++saves < 2) return;
+    std::cout << "writing " << temp << std::endl;
+    std::string line;
+    std::getline(std::cin, line);
+  };
+  hook.extend(tth::snapshot(tth::SnapshotOptions().savefun(pausing).autoload(true).n_retains(1)),
+              tth::ExtendOptions().trigger({1, tth::iteration}));
+  hook.extend(tth::make_extension([](tth::TorchTrainerHook&) {}), "announce", {1, tth::iteration},
+              -200);
+  for (int i = 0; i < 2; ++i) hook.run_iteration([] {});
+  hook.finalize();
+  std::cout << "done" << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,6 +168,7 @@ int main(int argc, char** argv) {
     if (mode == "train") return train(args);
     if (mode == "crash-loop") return crash_loop(args, /*forever=*/true);
     if (mode == "start") return crash_loop(args, /*forever=*/false);
+    if (mode == "hold") return hold(args);
   } catch (const std::exception& error) {
     std::cerr << "snapshot_child: " << error.what() << '\n';
     return 1;

@@ -22,10 +22,12 @@ using test::shell_quote;
 using test::TempDir;
 using test::write_file;
 
+// The regular files under `dir`, but the lock files a live (or killed) run keeps there.
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> names;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    if (entry.is_regular_file()) names.push_back(fs::relative(entry.path(), dir).string());
+    if (!entry.is_regular_file() || entry.path().filename() == kLockFileName) continue;
+    names.push_back(fs::relative(entry.path(), dir).string());
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -143,11 +145,12 @@ TEST(Snapshot, BadArgumentsFailAtConstruction) {
                     "SnapshotOptions: filename must not be empty");
   EXPECT_THROW_WITH(
       snapshot(SnapshotOptions().savefun(torch_savefun()).writer(std::make_shared<SimpleWriter>())),
-      Error, "either savefun or writer");
+      Error,
+      "SnapshotOptions: savefun and writer must not both be set (a writer has its own savefun)");
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().n_retains(0)), Error,
                     "SnapshotOptions: n_retains must be >= 1 (or -1 for all), got 0");
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("{iteration}/s").autoload(true)), Error,
-                    "SnapshotOptions: filename may have fields only in its last component with "
+                    "SnapshotOptions: filename must have fields only in its last component with "
                     "autoload or n_retains, got '{iteration}/s'");
 }
 
@@ -235,6 +238,7 @@ TEST(Snapshot, ARealFullDiskKeepsThePreviousSnapshot) {
   small.hook->extend(snapshot(SnapshotOptions().filename("snap")),
                      ExtendOptions().trigger({1, iteration}));
   small.step();
+  small.hook->finalize();  // frees the directory for the next run
   const auto before = read_file(mount + "/snap");
   // A model too large for what is left of the tmpfs.
   Training large(mount, 0, 40000);
@@ -275,7 +279,8 @@ TEST(Snapshot, AutoloadTakesTheNewestThatVerifiesAndNamesSkippedFiles) {
   EXPECT_EQ(resumed.hook->iteration(), 3);
   EXPECT_THAT(log, ::testing::HasSubstr("skips '" + (dir / "snapshot_iter_8") + "'"));
   EXPECT_THAT(log, ::testing::HasSubstr("skips '" + (dir / "snapshot_iter_6") + "'"));
-  EXPECT_THAT(log, ::testing::HasSubstr("format version 2"));
+  EXPECT_THAT(log,
+              ::testing::HasSubstr(fmt::format("format version {}", kSnapshotFormatVersion + 1)));
   EXPECT_THAT(log, ::testing::HasSubstr("resumed from '" + (dir / "snapshot_iter_2") + "'"));
 }
 
@@ -400,10 +405,10 @@ TEST(TrainingState, OptimizerOptionsSchedulerAndRngSurviveARoundTrip) {
 
 TEST(TrainingState, OptimizerStateMismatchesAreRejected) {
   TempDir dir;
-  Training source(dir.path().string());
+  Training source(dir.path().string() + "/source");
   source.steps(2);
   StateDict state = source.hook->state_dict();
-  Training target(dir.path().string());
+  Training target(dir.path().string() + "/target");
   StateDict bad = state;
   bad.set("optimizers/main/state/0/0/exp_avg", torch::zeros({2, 2}));
   EXPECT_THROW_WITH(target.hook->load_state_dict(bad), StateError,
@@ -427,16 +432,16 @@ TEST(TrainingState, OptimizerStateMismatchesAreRejected) {
   // and replaces the state the target had.
   target.steps(1);
   ASSERT_FALSE(target.optimizer->state().empty());
-  Training fresh(dir.path().string());
+  Training fresh(dir.path().string() + "/fresh");
   target.hook->load_state_dict(fresh.hook->state_dict());
   EXPECT_TRUE(target.optimizer->state().empty());
 }
 
 TEST(TrainingState, NonStrictLoadKeepsOptimizerStatePerParameter) {
   TempDir dir;
-  Training source(dir.path().string(), 1);
+  Training source(dir.path().string() + "/source", 1);
   source.steps(2);
-  Training target(dir.path().string(), 2);
+  Training target(dir.path().string() + "/target", 2);
   target.steps(3);
   StateDict state = source.hook->state_dict();
   // Drop the state of the first parameter only: it keeps its own, the others are loaded.
@@ -462,6 +467,97 @@ TEST(TrainingState, NonStrictLoadKeepsOptimizerStatePerParameter) {
   // Strict, the same state says the first parameter never stepped: its state goes.
   target.hook->load_state_dict(state);
   EXPECT_FALSE(target.hook->state_dict().contains("optimizers/main/state/0/0/exp_avg"));
+}
+
+TEST(TrainingState, AParameterStateCountsOnlyWithThisOptimizersFields) {
+  TempDir dir;
+  Training adam(dir.path().string() + "/adam", 1);
+  adam.steps(2);
+  // SGD with momentum: its state is a momentum buffer per parameter.
+  torch::manual_seed(1);
+  torch::nn::Sequential model(torch::nn::Linear(3, 4), torch::nn::Linear(4, 2));
+  auto sgd = std::make_shared<torch::optim::SGD>(model->parameters(),
+                                                 torch::optim::SGDOptions(0.1).momentum(0.9));
+  TorchTrainerHook hook{HookOptions(4).out(dir.path().string() + "/sgd")};
+  hook.add_model("main", model);
+  hook.add_optimizer("main", sgd);
+  hook.run_iteration([&] {
+    sgd->zero_grad();
+    model->forward(torch::randn({5, 3})).pow(2).mean().backward();
+    sgd->step();
+  });
+  // The SGD hook's own state with Adam's per-parameter state in place of SGD's.
+  StateDict adam_state;
+  for (const auto& [key, value] : hook.state_dict()) {
+    if (key.rfind("optimizers/main/state/", 0) != 0) adam_state.set(key, value);
+  }
+  size_t adam_keys = 0;
+  for (const auto& [key, value] : adam.hook->state_dict()) {
+    if (key.rfind("optimizers/main/state/", 0) != 0) continue;
+    adam_state.set(key, value);
+    ++adam_keys;
+  }
+  const at::Tensor buffer =
+      hook.state_dict().tensor("optimizers/main/state/0/0/momentum_buffer").clone();
+  // Adam's fields are not SGD's: strict, they are unexpected; non-strict, ignored, and the
+  // momentum buffers are kept (not replaced by empty SGD states).
+  EXPECT_THROW_WITH(hook.load_state_dict(adam_state), StateError,
+                    "key 'optimizers/main/state/0/0/step': is not expected: another optimizer "
+                    "type");
+  test::CapturedWarnings warnings;
+  const IncompatibleKeys left_out = hook.load_state_dict(adam_state, /*strict=*/false);
+  EXPECT_TRUE(
+      same_tensor(hook.state_dict().tensor("optimizers/main/state/0/0/momentum_buffer"), buffer));
+  EXPECT_EQ(left_out.unexpected_keys.size(), adam_keys);
+  EXPECT_EQ(left_out.missing_keys.size(), 4u);  // the 4 momentum buffers, kept
+  EXPECT_NO_THROW(hook.run_iteration([&] {      // the optimizer still steps
+    sgd->zero_grad();
+    model->forward(torch::randn({5, 3})).pow(2).mean().backward();
+    sgd->step();
+  }));
+
+  // Adam's step without its moments is incomplete, strict or not.
+  StateDict partial = adam.hook->state_dict();
+  partial.erase("optimizers/main/state/0/0/exp_avg");
+  EXPECT_THROW_WITH(adam.hook->load_state_dict(partial, /*strict=*/false), StateError,
+                    "key 'optimizers/main/state/0/0/exp_avg': is missing from the loaded state");
+}
+
+TEST(TrainingState, AFailingExtensionLoadLeavesModelsAndOptimizersUntouched) {
+  struct Fragile : Extension {
+    StateDict state_dict() const override {
+      StateDict state;
+      state.set_int("x", 0);
+      return state;
+    }
+    void load_state_dict(const StateDict& state) override {
+      if (state.get_int("x") == 1) throw std::runtime_error("cannot take x = 1");
+    }
+  };
+  TempDir dir;
+  Training source(dir.path().string() + "/source", 1);
+  source.hook->extend(std::make_shared<Fragile>(), "fragile");
+  source.steps(3);
+  Training target(dir.path().string() + "/target", 2);
+  target.hook->extend(std::make_shared<Fragile>(), "fragile");
+  target.steps(1);
+  StateDict before;
+  for (const auto& [key, value] : target.hook->state_dict()) {
+    const auto* tensor = std::get_if<at::Tensor>(&value);
+    before.set(key, tensor != nullptr ? StateValue(tensor->clone()) : value);
+  }
+  StateDict state = source.hook->state_dict();
+  state.set_int("extensions/fragile/x", 1);
+  EXPECT_THROW_WITH(target.hook->load_state_dict(std::move(state)), std::runtime_error,
+                    "cannot take x = 1");
+  const StateDict after = target.hook->state_dict();
+  for (const auto& [key, value] : before) {
+    if (key == "manager/elapsed_time") continue;
+    if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+      EXPECT_TRUE(same_tensor(after.tensor(key), *tensor)) << key;
+    }
+  }
+  EXPECT_EQ(after.size(), before.size());
 }
 
 // ---- interop with Python and the command-line tool ----
@@ -493,7 +589,8 @@ print('adam', 'optimizers/main/state/0/0/exp_avg' in params)
     }
     EXPECT_THAT(out, ::testing::HasSubstr(item.key() + " " + hex + "\n"));
   }
-  EXPECT_THAT(out, ::testing::HasSubstr("iteration 3 version 1"));
+  EXPECT_THAT(out,
+              ::testing::HasSubstr(fmt::format("iteration 3 version {}", kSnapshotFormatVersion)));
   EXPECT_THAT(out, ::testing::HasSubstr("adam True"));
 }
 
@@ -506,7 +603,8 @@ TEST(Tool, InspectListsKeysAndVerifyNamesTheFirstProblem) {
   const auto inspect = run_command(std::string(TTH_TOOL) + " inspect " + shell_quote(dir / "s"));
   EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: LibTorch archive"));
-  EXPECT_THAT(inspect.output, ::testing::HasSubstr("version: 1"));
+  EXPECT_THAT(inspect.output,
+              ::testing::HasSubstr(fmt::format("version: {}", kSnapshotFormatVersion)));
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 1"));
   EXPECT_THAT(inspect.output,
               ::testing::ContainsRegex("models/main/0.weight +Float +\\(4, 3\\) +48"));
@@ -616,6 +714,348 @@ TEST(SnapshotCrash, KilledWritersNeverLeaveATornSnapshot) {
   EXPECT_THAT(log, ::testing::HasSubstr("resumed from"));
   EXPECT_TRUE(temp_files_in(out).empty());
   std::cout << "kills: " << kills << ", temp files left by kills: " << temps_seen << '\n';
+}
+
+}  // namespace
+}  // namespace tth
+
+// ---- verification in bounded memory, and file names that read back ----
+
+#include <limits.h>  // NAME_MAX
+#include <unistd.h>  // pathconf
+
+#include <regex>
+
+namespace tth {
+namespace {
+
+using test::CapturedWarnings;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// Appends to the npz sys.argv[1] a member sys.argv[2]: a uint8 array of int(sys.argv[3]) zeros
+// (numpy's header), deflated by zipfile with zlib at level 9. The compressor flushes fully
+// after each write, so that equal chunks compress to equal bytes: each distinct chunk is
+// compressed once and its output repeated, at the same ratio as one long stream.
+constexpr char kAppendZeroArray[] = R"(
+import io, sys, zipfile, zlib
+import numpy as np
+path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+header = io.BytesIO()
+np.lib.format.write_array_header_1_0(
+    header, {'descr': '|u1', 'fortran_order': False, 'shape': (count,)})
+class Replaying:
+    def __init__(self):
+        self.zlib = zlib.compressobj(9, zlib.DEFLATED, -15)
+        self.last = (None, b'')
+    def compress(self, data):
+        if data is not self.last[0]:
+            self.last = (data, self.zlib.compress(data) + self.zlib.flush(zlib.Z_FULL_FLUSH))
+        return self.last[1]
+    def flush(self):
+        return self.zlib.flush()
+zipfile._get_compressor = lambda *args: Replaying()
+chunk = bytes(16 << 20)
+with zipfile.ZipFile(path, 'a', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    with z.open(name, 'w', force_zip64=True) as member:
+        member.write(header.getvalue())
+        for _ in range(count // len(chunk)):
+            member.write(chunk)
+        member.write(bytes(count % len(chunk)))
+)";
+
+// Sets the uncompressed size that the central directory of zip sys.argv[1] declares for member
+// sys.argv[2] to int(sys.argv[3]), with zipfile's own record layout; prints the member's
+// compressed size.
+constexpr char kDeclareSize[] = R"(
+import struct, sys, zipfile
+path, member, size = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+data = bytearray(open(path, 'rb').read())
+at = data.find(zipfile.stringCentralDir)
+while True:
+    record = list(struct.unpack(zipfile.structCentralDir, data[at:at + zipfile.sizeCentralDir]))
+    start = at + zipfile.sizeCentralDir
+    if data[start:start + record[zipfile._CD_FILENAME_LENGTH]] == member:
+        break
+    at = data.find(zipfile.stringCentralDir, at + 1)
+    assert at >= 0, 'no such member'
+record[zipfile._CD_UNCOMPRESSED_SIZE] = size
+data[at:at + zipfile.sizeCentralDir] = struct.pack(zipfile.structCentralDir, *record)
+open(path, 'wb').write(data)
+print(record[zipfile._CD_COMPRESSED_SIZE], end='')
+)";
+
+// Runs the command sys.argv[1:], prints its output, then "exit <code> peak_kib <n>": the
+// child's own peak resident memory, from wait4. (A child of the test process would count the
+// test's memory too, since exec records the memory of the process it replaces; a child of
+// Python starts from the interpreter's few MiB.)
+constexpr char kPeakMemory[] = R"(
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+output = child.stdout.read()
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+sys.stdout.write(output.decode(errors='replace'))
+print('exit', child.returncode, 'peak_kib', usage.ru_maxrss)
+)";
+
+struct MeasuredRun {
+  int exit_code = -1;
+  std::string output;
+  int64_t peak_bytes = 0;
+};
+
+// `tth <args>`, with its peak resident memory.
+MeasuredRun run_tool_measured(const std::vector<std::string>& args) {
+  std::vector<std::string> command = {TTH_TOOL};
+  command.insert(command.end(), args.begin(), args.end());
+  MeasuredRun run;
+  run.output = python(kPeakMemory, command);
+  static const std::regex kTail(R"(exit (-?[0-9]+) peak_kib ([0-9]+)\s*$)");
+  std::smatch match;
+  if (!std::regex_search(run.output, match, kTail)) {
+    ADD_FAILURE() << "no measurement in:\n" << run.output;
+    return run;
+  }
+  run.exit_code = std::stoi(match[1].str());
+  run.peak_bytes = std::stoll(match[2].str()) * 1024;
+  return run;
+}
+
+// A whole-state npz snapshot of `setup` at `path`.
+void save_npz(Training& setup, const std::string& name, NpzOptions options = NpzOptions()) {
+  snapshot(SnapshotOptions().savefun(npz_savefun(options)).filename(name))->save(*setup.hook);
+}
+
+TEST(SnapshotFile, VerifyingADeflateBombUsesBoundedMemory) {
+  // An npz snapshot with one more array: 1 GiB of zeros in about 1 MB, near the most deflate
+  // can compress. Verifying streams every member's CRC-32; it must not load the array.
+  constexpr int64_t kBombSize = int64_t{1} << 30;
+  constexpr int64_t kLimit = 64 * kMiB;
+  TempDir dir;
+  Training setup(dir.path().string());
+  setup.step();
+  save_npz(setup, "small.npz");
+  fs::copy_file(dir / "small.npz", dir / "bomb.npz");
+  python(kAppendZeroArray, {dir / "bomb.npz", "bomb.npy", std::to_string(kBombSize)});
+  ASSERT_LT(static_cast<int64_t>(fs::file_size(dir / "bomb.npz")), 2 * kMiB);
+
+  const MeasuredRun small = run_tool_measured({"verify", dir / "small.npz"});
+  ASSERT_EQ(small.exit_code, 0) << small.output;
+  const MeasuredRun bomb = run_tool_measured({"verify", dir / "bomb.npz"});
+  EXPECT_EQ(bomb.exit_code, 0) << bomb.output;
+  EXPECT_THAT(bomb.output, ::testing::HasSubstr("ok " + (dir / "bomb.npz")));
+  EXPECT_LT(bomb.peak_bytes, small.peak_bytes + kLimit)
+      << "tth verify of a " << kBombSize << "-byte array held in "
+      << fs::file_size(dir / "bomb.npz") << " bytes";
+  std::cout << "tth verify peak memory: " << small.peak_bytes / kMiB << " MiB for the snapshot, "
+            << bomb.peak_bytes / kMiB << " MiB with a 1 GiB deflate bomb added\n";
+}
+
+TEST(SnapshotFile, AMemberLyingAboutItsSizeIsAFormatErrorNamingIt) {
+  TempDir dir;
+  Training setup(dir.path().string());
+  setup.step();
+  save_npz(setup, "good.npz", NpzOptions().compression(NpzCompression::kDeflate));
+  const std::string member = "models/main/0.weight.npy";  // Float[4, 3]: 48 bytes of data
+
+  // More than deflate can make of the member's bytes: refused when the file is indexed,
+  // before any member is read or anything is allocated for it.
+  const std::string impossible = dir / "impossible.npz";
+  fs::copy_file(dir / "good.npz", impossible);
+  const std::string compressed = python(kDeclareSize, {impossible, member, "4294967280"});
+  const std::string refusal = "file '" + impossible + "': member '" + member +
+                              "': uncompressed size 4294967280 is impossible for " + compressed +
+                              " deflated bytes";
+  EXPECT_THROW_WITH(verify_file(impossible), FormatError, refusal);
+  EXPECT_THROW_WITH(read_snapshot(impossible), FormatError, refusal);
+  EXPECT_THROW_WITH(read_npz(impossible), FormatError, refusal);
+  const auto tool = run_command(std::string(TTH_TOOL) + " verify " + shell_quote(impossible));
+  EXPECT_EQ(tool.exit_code, 1) << tool.output;
+  EXPECT_THAT(tool.output, ::testing::HasSubstr("FAILED " + impossible));
+  EXPECT_THAT(tool.output, ::testing::HasSubstr(refusal));
+
+  // A size deflate could produce, but not what the member holds: the CRC pass finds the
+  // shortfall, and loading compares the array's header with the declared size before it
+  // allocates the array.
+  const std::string plausible = dir / "plausible.npz";
+  fs::copy_file(dir / "good.npz", plausible);
+  const std::string declared = std::to_string(100 * std::stoll(compressed));
+  python(kDeclareSize, {plausible, member, declared});
+  EXPECT_THROW_WITH(verify_file(plausible), FormatError, "member '" + member + "': data has ");
+  EXPECT_THROW_WITH(read_snapshot(plausible), FormatError,
+                    ", the central directory says " + declared);
+  EXPECT_THROW_WITH(read_npz(plausible), FormatError,
+                    "file '" + plausible + "': member '" + member +
+                        "': the header declares 48 data bytes, the member holds ");
+}
+
+// ---- file-name templates ----
+
+// A template, the iterations at which the test saves, and the names n_retains(2) keeps (empty
+// for elapsed_time, whose values are read from the names saved), beside a file whose name looks
+// like the template's but is not one it renders: never listed, loaded nor deleted.
+struct TemplateCase {
+  std::string filename;
+  std::vector<int> saves;
+  std::vector<std::string> kept;
+  std::string foreign;
+};
+
+void expect_template_round_trips(const TemplateCase& c) {
+  SCOPED_TRACE(c.filename);
+  TempDir dir;
+  write_file(dir / c.foreign, {'x'});
+  std::vector<std::string> saved;  // distinct names, in order
+  {
+    Training setup(dir.path().string());
+    auto snap = snapshot(SnapshotOptions().filename(c.filename).n_retains(2));
+    setup.hook->extend(snap, ExtendOptions().trigger(TriggerRef::never()));
+    for (int iteration = 1; iteration <= c.saves.back(); ++iteration) {
+      setup.step();
+      if (std::find(c.saves.begin(), c.saves.end(), iteration) == c.saves.end()) continue;
+      const std::string name = fs::path(snap->save(*setup.hook)).filename().string();
+      if (saved.empty() || saved.back() != name) saved.push_back(name);
+    }
+  }
+  ASSERT_GE(saved.size(), 3u);
+  const std::vector<std::string> kept(saved.end() - 2, saved.end());
+  if (!c.kept.empty()) EXPECT_EQ(kept, c.kept);
+  std::vector<std::string> expected = kept;
+  expected.push_back(c.foreign);
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(files_in(dir.path().string()), expected);
+
+  Training resumed(dir.path().string(), /*seed=*/1);
+  auto snap = snapshot(SnapshotOptions().filename(c.filename).autoload(true));
+  resumed.hook->extend(snap, ExtendOptions().trigger(TriggerRef::never()));
+  CapturedWarnings warnings;
+  resumed.step();
+  ASSERT_TRUE(snap->loaded_path());
+  EXPECT_EQ(*snap->loaded_path(), dir / kept.back());
+  EXPECT_EQ(resumed.hook->iteration(), c.saves.back() + 1);
+  EXPECT_FALSE(warnings.contains(c.foreign)) << "the foreign file was tried";
+  EXPECT_TRUE(fs::exists(dir / c.foreign));
+}
+
+TEST(SnapshotFilename, EveryAcceptedSpecWritesListsRetainsAndAutoloads) {
+  // Four iterations per epoch. Iterations and epochs cross a digit boundary (9 -> 12, 9 -> 11),
+  // where ordering by name would go wrong.
+  const std::vector<int> by_iteration = {3, 6, 9, 12};
+  const std::vector<int> by_epoch = {4, 8, 36, 40, 44};
+  const std::vector<TemplateCase> cases = {
+      {"s_{iteration}", by_iteration, {"s_9", "s_12"}, "s_9e9"},
+      {"s_{iteration:d}", by_iteration, {"s_9", "s_12"}, "s_012"},
+      {"s_{iteration:01d}", by_iteration, {"s_9", "s_12"}, "s_+13"},
+      {"s_{iteration:04d}", by_iteration, {"s_0009", "s_0012"}, "s_99"},
+      {"s_{iteration:08d}.pt", by_iteration, {"s_00000009.pt", "s_00000012.pt"}, "s_13.pt"},
+      {"snapshot_iter_{.updater.iteration:02d}",
+       by_iteration,
+       {"snapshot_iter_09", "snapshot_iter_12"},
+       "snapshot_iter_7"},
+      {"e{epoch}_i{iteration:03d}", by_iteration, {"e2_i009", "e3_i012"}, "e3_i13"},
+      {"e_{epoch}", by_epoch, {"e_10", "e_11"}, "e_012"},
+      {"e_{epoch:d}", by_epoch, {"e_10", "e_11"}, "e_1e3"},
+      {"e_{.updater.epoch:03d}", by_epoch, {"e_010", "e_011"}, "e_12"},
+      {"e_{epoch}.{iteration}", by_epoch, {"e_10.40", "e_11.44"}, "e_12.0048"},
+      {"d_{epoch_detail}", by_iteration, {"d_2.25", "d_3"}, "d_9.50"},
+      {"d_{epoch_detail:.1f}", by_iteration, {"d_2.2", "d_3.0"}, "d_9.5e0"},
+      {"d_{epoch_detail:.2f}", by_iteration, {"d_2.25", "d_3.00"}, "d_9.5"},
+      {"d_{epoch_detail:.0f}", by_iteration, {"d_2", "d_3"}, "d_09"},
+      {"t_{elapsed_time}", by_iteration, {}, "t_99.0"},
+      {"t_{elapsed_time:.6f}", by_iteration, {}, "t_99.5"},
+  };
+  for (const TemplateCase& c : cases) expect_template_round_trips(c);
+}
+
+TEST(SnapshotFilename, SpecsWhoseNamesDoNotReadBackFailAtConstruction) {
+  const std::vector<std::string> refused = {
+      "s_{iteration:5}",       "s_{iteration:5d}",
+      "s_{iteration:x}",       "s_{iteration:X}",
+      "s_{iteration:o}",       "s_{iteration:b}",
+      "s_{iteration:c}",       "s_{iteration:#x}",
+      "s_{iteration:#d}",      "s_{iteration:+d}",
+      "s_{iteration: d}",      "s_{iteration:-d}",
+      "s_{iteration:<5}",      "s_{iteration:>5d}",
+      "s_{iteration:*^8d}",    "s_{iteration:0>4}",
+      "s_{iteration:04}",      "s_{iteration:00d}",
+      "s_{iteration:004d}",    "s_{iteration:Ld}",
+      "s_{iteration:{}}",      "s_{epoch:3}",
+      "s_{epoch:x}",           "s_{epoch:+}",
+      "d_{epoch_detail:e}",    "d_{epoch_detail:E}",
+      "d_{epoch_detail:g}",    "d_{epoch_detail:G}",
+      "d_{epoch_detail:a}",    "d_{epoch_detail:f}",
+      "d_{epoch_detail:F}",    "d_{epoch_detail:.2}",
+      "d_{epoch_detail:.2e}",  "d_{epoch_detail:.2g}",
+      "d_{epoch_detail:8.2f}", "d_{epoch_detail:08.2f}",
+      "d_{epoch_detail:+.2f}", "d_{epoch_detail:#.0f}",
+      "d_{epoch_detail:.02f}", "d_{epoch_detail:L}",
+      "t_{elapsed_time:.3g}",  "t_{elapsed_time:10}",
+      "t_{elapsed_time:<}",    "snapshot_iter_{.updater.iteration:5}",
+  };
+  for (const std::string& filename : refused) {
+    SCOPED_TRACE(filename);
+    const std::string message =
+        "SnapshotOptions: filename must format {iteration} and {epoch} with no spec, 'd' or a "
+        "zero-padded width such as '08d', and {epoch_detail} and {elapsed_time} with no spec "
+        "or a precision such as '.2f', so that names read back, got '" +
+        filename + "'";
+    EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename(filename)), Error, message);
+    EXPECT_THROW_WITH(snapshot_object(torch::nn::Linear(1, 1), filename), Error, message);
+  }
+  // Fields that the names cannot tell apart.
+  for (const std::string& filename :
+       {"s_{iteration}{epoch}", "s_{iteration}0{epoch}", "s_{epoch_detail}.{iteration}",
+        "s_{elapsed_time}e{iteration}", "s_{epoch_detail:.1f}.{epoch}"}) {
+    EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename(filename)), Error,
+                      "SnapshotOptions: filename must separate two fields by a character that "
+                      "neither prints, such as '_', got '" +
+                          std::string(filename) + "'");
+  }
+  EXPECT_NO_THROW(snapshot(SnapshotOptions().filename("s_{epoch_detail:.1f}e{iteration}")));
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("s_{}")), Error,
+                    "SnapshotOptions: filename must name its fields: {iteration}, {epoch}, "
+                    "{epoch_detail}, {elapsed_time}, got 's_{}'");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("s_{0:04d}")), Error,
+                    "filename must name its fields");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("s_{epoch_detail:.1f}_{epoch_detail}")),
+                    Error,
+                    "filename must render names that read back as the values they were "
+                    "made from");
+}
+
+TEST(SnapshotFilename, NamesThatCouldExceedNameMaxFailAtConstruction) {
+  TempDir dir;
+  if (::pathconf(dir.path().c_str(), _PC_NAME_MAX) != NAME_MAX) {
+    GTEST_SKIP() << "the temp directory's file system does not allow NAME_MAX bytes";
+  }
+  // At iteration 10^18 {iteration} prints 19 digits: the longest accepted last component
+  // leaves exactly the room atomic_write's temp name needs.
+  std::size_t longest = 0;
+  for (std::size_t prefix = 150; prefix < NAME_MAX; ++prefix) {
+    try {
+      snapshot(SnapshotOptions().filename(std::string(prefix, 'x') + "{iteration}"));
+      longest = prefix + 19;
+    } catch (const Error& error) {
+      EXPECT_THAT(error.what(), ::testing::HasSubstr(
+                                    "SnapshotOptions: filename must render components of at most "
+                                    "NAME_MAX (255) bytes, the last at most "));
+      break;
+    }
+  }
+  ASSERT_GT(longest, 0u);
+  EXPECT_NO_THROW(atomic_write(dir / std::string(longest, 'a'),
+                               [](const std::string& temp) { write_file(temp, {'x'}); }));
+  EXPECT_THROW_WITH(atomic_write(dir / std::string(longest + 1, 'b'),
+                                 [](const std::string& temp) { write_file(temp, {'x'}); }),
+                    IOError, "File name too long");
+  // A width, a precision, and a directory component count too.
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("s_{iteration:0240d}")), Error, "NAME_MAX");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename("s_{epoch_detail:.230f}")), Error,
+                    "NAME_MAX");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename(std::string(NAME_MAX + 1, 'd') + "/s")),
+                    Error, "NAME_MAX");
+  EXPECT_NO_THROW(snapshot(SnapshotOptions().filename(std::string(NAME_MAX, 'd') + "/s")));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,28 @@ class Recorder : public Extension {
   std::string name_;
   std::vector<std::string>* log_;
 };
+
+/// Each test process works in a fresh temporary directory of its own: hooks with the default
+/// out directory ("result") in test processes that run at once (ctest -j) never share one,
+/// which the output directory lock would refuse.
+class OwnWorkingDirectory : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    directory_ = std::make_unique<TempDir>();
+    previous_ = std::filesystem::current_path();
+    std::filesystem::current_path(directory_->path());
+  }
+  void TearDown() override {
+    std::filesystem::current_path(previous_);
+    directory_.reset();
+  }
+
+ private:
+  std::unique_ptr<TempDir> directory_;
+  std::filesystem::path previous_;
+};
+inline const bool kOwnWorkingDirectory =
+    (::testing::AddGlobalTestEnvironment(new OwnWorkingDirectory), true);
 
 /// Collects the library's warnings (diagnostics.h) while alive, then restores the handler.
 class CapturedWarnings {

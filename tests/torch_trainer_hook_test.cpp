@@ -56,7 +56,7 @@ TEST(TorchTrainerHook, ObservationHoldsTheLastIterationUntilTheNextBegins) {
 
 TEST(TorchTrainerHook, BadOptionsAndRegistrationsAreRejected) {
   EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(0)}, Error,
-                    "HookOptions: iters_per_epoch must be > 0, got 0");
+                    "HookOptions: iters_per_epoch must be finite and > 0, got 0");
   EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(-3)}, Error, "got -3");
   EXPECT_THROW_WITH(TorchTrainerHook{HookOptions(1).out("")}, Error, "out must not be empty");
   TorchTrainerHook hook{HookOptions(1)};
@@ -88,7 +88,10 @@ struct Counter : Extension {
 };
 
 struct Manager {
-  explicit Manager(int seed) {
+  // Its own out directory per seed: a source and a target manager live side by side, and
+  // one output directory serves one run at a time.
+  explicit Manager(int seed)
+      : hook(HookOptions(4).stop_trigger({3, epoch}).out("result_" + std::to_string(seed))) {
     torch::manual_seed(seed);
     model = torch::nn::Sequential(torch::nn::Linear(3, 4), torch::nn::BatchNorm1d(4));
     hook.add_model("main", model.ptr());
@@ -104,7 +107,7 @@ struct Manager {
     }
   }
   std::shared_ptr<Counter> counter = std::make_shared<Counter>();
-  TorchTrainerHook hook{HookOptions(4).stop_trigger({3, epoch})};
+  TorchTrainerHook hook;
   torch::nn::Sequential model{nullptr};
 };
 
@@ -236,15 +239,17 @@ TEST(TorchTrainerHook, NonStrictLoadSkipsIncompleteComponentsAndExtraKeys) {
   EXPECT_TRUE(same_tensor(target.model->named_parameters()["0.bias"], bias));
   EXPECT_TRUE(same_tensor(target.model->named_parameters()["0.weight"],
                           source.model->named_parameters()["0.weight"]));
-  // In the order the components were registered: the model, then the extension.
+  // In the order the components were registered: the model, then the extension, whose
+  // keys all keep their values (a partial state is not loaded at all).
   EXPECT_EQ(left_out.missing_keys,
-            (std::vector<std::string>{"models/main/0.bias", "extensions/counter/calls"}));
+            (std::vector<std::string>{"models/main/0.bias", "extensions/counter/calls",
+                                      "extensions/counter/note"}));
   EXPECT_EQ(left_out.unexpected_keys, (std::vector<std::string>{"extensions/gone/calls"}));
   ASSERT_EQ(warnings.messages().size(), 1u);
   EXPECT_EQ(warnings.messages()[0],
-            "TorchTrainerHook::load_state_dict: non-strict load kept the current values of 2 "
-            "missing key(s) [models/main/0.bias, extensions/counter/calls] and ignored 1 "
-            "unexpected key(s) [extensions/gone/calls]");
+            "TorchTrainerHook::load_state_dict: non-strict load kept the current values of 3 "
+            "missing key(s) [models/main/0.bias, extensions/counter/calls, "
+            "extensions/counter/note] and ignored 1 unexpected key(s) [extensions/gone/calls]");
   // A strict load of a complete state leaves nothing out and says nothing.
   EXPECT_TRUE(target.hook.load_state_dict(source.hook.state_dict()).empty());
   EXPECT_EQ(warnings.messages().size(), 1u);

@@ -85,7 +85,7 @@ TEST(IntervalTrigger, SaveAndLoadMidwayContinueTheSequence) {
   EXPECT_EQ(saved.get_int("extension_triggers/rec/previous_iteration"), 5);
 }
 
-TEST(IntervalTrigger, AFreshTriggerCountsFromIterationZero) {
+TEST(Triggers, AFreshTriggerCountsFromIterationZero) {
   // Chainer: a fresh IntervalTrigger(2, iteration) first called at iteration 3 has crossed
   // the boundary at 2 since the start, so it fires.
   TorchTrainerHook hook{HookOptions(10)};
@@ -109,19 +109,25 @@ TEST(IntervalTrigger, ACallAtIterationZeroCountsAsACall) {
   EXPECT_FALSE(trigger(hook));
 }
 
-TEST(IntervalTrigger, AStateSavedWithoutAPositionGuessesThePreviousIteration) {
-  // Chainer's fallback for snapshots from before triggers saved their position: -1 means
-  // "the iteration before the current one", so nothing crossed earlier fires.
+TEST(IntervalTrigger, AnOlderStateThatHadNotCalledItCountsFromZero) {
+  // Older versions saved -1 for "not called yet": that is a fresh trigger, position 0.
   TorchTrainerHook hook{HookOptions(10)};
   run_empty(hook, 3);
   IntervalTrigger trigger(2, iteration);
-  StateDict legacy = trigger.state_dict();
-  legacy.set_int("previous_iteration", -1);
-  legacy.set_double("previous_epoch_detail", -1);
-  trigger.load_state_dict(legacy);
-  EXPECT_FALSE(trigger(hook));  // (2, 3] crosses no multiple of 2
-  run_empty(hook, 1);
-  EXPECT_TRUE(trigger(hook));
+  StateDict older = trigger.state_dict();
+  older.set_int("previous_iteration", -1);
+  older.set_double("previous_epoch_detail", -1);
+  trigger.load_state_dict(older);
+  EXPECT_TRUE(trigger(hook));  // (0, 3] holds 2
+  ManualScheduleTrigger schedule({1}, iteration);
+  StateDict schedule_state = schedule.state_dict();
+  schedule_state.set_double("previous", -1);
+  schedule.load_state_dict(schedule_state);
+  EXPECT_TRUE(schedule(hook));  // (0, 3] holds 1
+  TorchTrainerHook at_zero{HookOptions(10)};
+  IntervalTrigger fresh(1, iteration);
+  fresh.load_state_dict(older);
+  EXPECT_FALSE(fresh(at_zero));  // and iteration 0 never fires
 }
 
 // ---- sparse calls: every call pattern fires as the OR of the per-iteration firings ----
@@ -212,15 +218,15 @@ TEST(Triggers, EveryCallPatternFiresTheSameAfterAResume) {
 
 TEST(IntervalTrigger, RejectsBadArguments) {
   EXPECT_THROW_WITH(IntervalTrigger(0, iteration), Error,
-                    "IntervalTrigger: period must be > 0, got 0");
+                    "IntervalTrigger: period must be finite and > 0, got 0");
   EXPECT_THROW_WITH(IntervalTrigger(-1, epoch), Error,
-                    "IntervalTrigger: period must be > 0, got -1");
+                    "IntervalTrigger: period must be finite and > 0, got -1");
   EXPECT_THROW_WITH(IntervalTrigger(1.5, iteration), Error,
                     "IntervalTrigger: period must be an integer for iterations (use tth::epoch "
                     "for fractions), got 1.5");
   EXPECT_THROW_WITH(IntervalTrigger(1, static_cast<Unit>(7)), Error,
                     "IntervalTrigger: unit must be iteration or epoch, got 7");
-  EXPECT_THROW_WITH((TriggerRef{0, epoch}), Error, "period must be > 0");
+  EXPECT_THROW_WITH((TriggerRef{0, epoch}), Error, "period must be finite and > 0");
 }
 
 TEST(ManualScheduleTrigger, FiresAtPointsAndFinishes) {
@@ -251,7 +257,7 @@ TEST(ManualScheduleTrigger, RejectsBadArguments) {
   EXPECT_THROW_WITH(ManualScheduleTrigger({}, epoch), Error,
                     "ManualScheduleTrigger: points must not be empty");
   EXPECT_THROW_WITH(ManualScheduleTrigger({1, -2}, epoch), Error,
-                    "ManualScheduleTrigger: points must be > 0, got -2");
+                    "ManualScheduleTrigger: points must be finite and > 0, got -2");
   EXPECT_THROW_WITH(ManualScheduleTrigger({1.5}, iteration), Error,
                     "ManualScheduleTrigger: points must be integers for iterations, got 1.5");
 }
@@ -317,8 +323,10 @@ TEST(MaxValueTrigger, StateContinuesAcrossResume) {
     for (int i = from; i < to; ++i) hook.run_iteration([&] { report("acc", values[i]); });
     (void)fired;
   };
-  auto make = [](Seq& fired) {
-    auto hook = std::make_unique<TorchTrainerHook>(HookOptions(2));
+  int runs = 0;  // one output directory per run
+  auto make = [&runs](Seq& fired) {
+    auto hook =
+        std::make_unique<TorchTrainerHook>(HookOptions(2).out("result_" + std::to_string(runs++)));
     hook->extend(make_extension([&](TorchTrainerHook& h) { fired.push_back(h.iteration()); }),
                  "rec", std::make_shared<MaxValueTrigger>("acc"));
     return hook;
@@ -368,7 +376,7 @@ TEST(TimeTrigger, FiresAfterEachPeriodOfElapsedTime) {
   hook.run_iteration([] {});
   EXPECT_EQ(fired, (Seq{2, 3}));
   EXPECT_DOUBLE_EQ(trigger->state_dict().get_double("next_time"), 0.15);
-  EXPECT_THROW_WITH(TimeTrigger(0), Error, "seconds must be > 0, got 0");
+  EXPECT_THROW_WITH(TimeTrigger(0), Error, "TimeTrigger: seconds must be finite and > 0, got 0");
 }
 
 TEST(TimeTrigger, ElapsedTimeContinuesAcrossResume) {

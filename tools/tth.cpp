@@ -2,11 +2,14 @@
 //
 //   tth inspect FILE       format, format version, iteration, then every key with its dtype,
 //                          shape and size in bytes
-//   tth verify FILE...     checks each file's container (every CRC-32) and format version;
+//   tth verify FILE...     checks each file's container (every CRC-32, streamed), structure
+//                          and metadata without loading its values (tth::verify_snapshot);
 //                          prints "ok FILE" or the first problem, exits 1 if any file fails
 //   tth convert IN OUT [--to npz|torch]
 //                          rewrites a snapshot in the other format (default: the one IN is
-//                          not in), atomically
+//                          not in), atomically; refuses an OUT that is not a regular file, and
+//                          removes the temp files an interrupted convert left in OUT's
+//                          directory unless a training run holds that directory's lock
 //
 // Exit codes: 0 success, 1 a file failed, 2 bad usage.
 #include <fmt/format.h>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "tth/atomic_file.h"
+#include "tth/diagnostics.h"
 #include "tth/error.h"
 #include "tth/npz.h"
 #include "tth/snapshot_file.h"
@@ -60,7 +64,7 @@ int verify(const std::vector<std::string>& paths) {
   int status = 0;
   for (const std::string& path : paths) {
     try {
-      tth::read_snapshot(path);
+      tth::verify_snapshot(path);  // reads no value but the metadata: bounded memory
       fmt::print("ok {}\n", path);
     } catch (const tth::Error& error) {
       fmt::print(stderr, "FAILED {}: {}\n", path, error.what());
@@ -71,18 +75,20 @@ int verify(const std::vector<std::string>& paths) {
 }
 
 int convert(const std::string& in, const std::string& out, std::string to) {
+  // Checked before reading IN, which may be large.
+  if (!to.empty() && to != "npz" && to != "torch") {
+    std::cerr << "tth convert: --to must be npz or torch, got '" << to << "'\n";
+    return usage();
+  }
   const tth::FileFormat format = tth::verify_file(in);
   const tth::StateDict state = tth::read_snapshot(in);
   if (to.empty()) to = format == tth::FileFormat::kNpz ? "torch" : "npz";
-  tth::SaveFunction savefun;
-  if (to == "npz") {
-    savefun = tth::npz_savefun();
-  } else if (to == "torch") {
-    savefun = tth::torch_savefun();
-  } else {
-    return usage();
+  const tth::SaveFunction savefun = to == "npz" ? tth::npz_savefun() : tth::torch_savefun();
+  const std::vector<std::string> removed =
+      tth::atomic_write_standalone(out, [&](const std::string& temp) { savefun(temp, state); });
+  for (const std::string& path : removed) {
+    tth::warn(fmt::format("convert: removed '{}' left by an interrupted write", path));
   }
-  tth::atomic_write(out, [&](const std::string& temp) { savefun(temp, state); });
   fmt::print("{} ({}) -> {} ({}), {} entries\n", in, tth::to_string(format), out,
              to == "npz" ? "npz" : "LibTorch archive", state.size());
   return 0;

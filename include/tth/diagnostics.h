@@ -11,8 +11,9 @@
 //   ...
 //   tth::set_warning_handler(previous);
 //
-// Thread safety: both functions may be called from any thread; the handler is called under a
-// lock, one message at a time, so it must not call set_warning_handler itself.
+// Thread safety: both functions may be called from any thread. The handler may be called
+// from several threads at once (an asynchronous writer's warning beside the training
+// thread's), so a handler that keeps state guards it.
 #pragma once
 
 #include <functional>

@@ -56,6 +56,8 @@ SaveFunction npz_savefun(NpzOptions options = {});
 LoadFunction npz_loadfun();
 /// Same as npz_loadfun()(path).
 StateDict read_npz(const std::string& path);
+/// Only the arrays whose keys `wanted` accepts; the other members are never read.
+StateDict read_npz(const std::string& path, const std::function<bool(const std::string&)>& wanted);
 
 /// Options of load_npz.
 struct NpzLoadOptions {

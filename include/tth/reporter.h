@@ -47,8 +47,7 @@ void report(std::initializer_list<std::pair<const std::string, ObservedValue>> v
 
 /// Mean of one reported key over an interval (Chainer's reporter.Summary for one key).
 /// Used by triggers and extensions that average what was reported. Its state ("sum",
-/// "count") goes into the owner's state_dict, so a resumed interval continues its mean:
-///   state.merge("mean", mean_.state_dict());  ...  mean_.load_state_dict(state.sub("mean"));
+/// "count") goes into the owner's state_dict, so a resumed interval continues its mean.
 struct RunningMean {
   double sum = 0;
   int64_t count = 0;

@@ -4,9 +4,12 @@
 // Both built-in formats are zip containers (a LibTorch archive is a zip of pickles and tensor
 // records, an npz a zip of .npy members), so one verifier serves both: it walks the central
 // directory, checks every member's bounds and reads every member to check its CRC-32. A torn
-// write (a truncated file) or a flipped byte fails verification.
+// write (a truncated file) or a flipped byte fails verification. For a LibTorch archive it
+// also interprets data.pkl with the restricted reader that loading uses and checks every
+// tensor against its storage member (see savefun.h), so a file that verifies does not fail to
+// load for a structural reason. No file content is ever compiled or unpickled by LibTorch.
 //
-// Every snapshot holds two metadata entries beside the state:
+// Every snapshot holds two metadata entries beside the state, each a 0-d integer tensor:
 //   tth/format_version   kSnapshotFormatVersion when written; a newer version is refused
 //   tth/iteration        the training iteration (0 for an object saved outside training)
 //
@@ -21,8 +24,9 @@
 
 namespace tth {
 
-/// Version of the key layout written by this build.
-inline constexpr int64_t kSnapshotFormatVersion = 1;
+/// Version of the file layout written by this build. 2: keys in LibTorch archives are
+/// percent-encoded (savefun.h); 1: they were stored as they are. Both are read.
+inline constexpr int64_t kSnapshotFormatVersion = 2;
 /// Metadata keys written into every snapshot.
 inline constexpr const char* kFormatVersionKey = "tth/format_version";
 inline constexpr const char* kIterationKey = "tth/iteration";
@@ -38,9 +42,17 @@ const char* to_string(FileFormat format);
 FileFormat verify_file(const std::string& path);
 
 /// Verifies `path`, reads it (LibTorch archives and npz files by their format, other files
-/// with `loadfun`, which is required then), and checks the format version. The result keeps
-/// the metadata keys. Throws tth::FormatError naming the file.
+/// with `loadfun`, which is required then), and checks the metadata: tth/format_version (1 to
+/// kSnapshotFormatVersion) and, when present, tth/iteration (>= 0) must be 0-d integer tensors;
+/// anything else (a float such as 1e300 or NaN, a complex, a text, a 1-d tensor) is refused.
+/// The result keeps the metadata keys. Throws tth::FormatError naming the file (and the key).
 StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun = nullptr);
+
+/// Verifies `path` as read_snapshot does (container, every CRC-32 streamed in bounded memory,
+/// a LibTorch archive's structure) and checks its metadata, but reads no other value: memory
+/// stays bounded by the metadata, whatever sizes the file declares. Returns the metadata
+/// entries. This is `tth verify`. Throws tth::FormatError naming the file.
+StateDict verify_snapshot(const std::string& path);
 
 /// `state` without the metadata keys (those under "tth/").
 StateDict without_metadata(const StateDict& state);

@@ -53,6 +53,11 @@ class StateDict {
 
   /// Removes `key` if present; returns whether it was.
   bool erase(const std::string& key);
+  /// Moves the value of `key` out (StateError when absent); the key stays, holding an
+  /// undefined tensor. Lets a loader free each value as soon as it has used it.
+  StateValue take(const std::string& key);
+  /// Moves every entry out, in insertion order; the dict is empty afterwards.
+  std::vector<Entry> release();
 
   /// The entries whose key starts with `prefix + "/"`, with that prefix removed.
   StateDict sub(const std::string& prefix) const;

@@ -1,21 +1,11 @@
 // The key layout of the whole training state: the one place that names its sections.
 //
 // `TorchTrainerHook::state_dict()` returns one StateDict (state_dict.h) whose '/'-joined keys
-// are laid out in sections. Code never spells a section by hand: it joins these constants
-// (state_layout::key). doc/state_layout.md describes every key, its kind and dtype.
-//
-//   manager/iteration, manager/epoch (int64), manager/epoch_detail, manager/elapsed_time
-//                               (double, seconds), manager/stop_triggered (bool)
-//   stop_trigger/...            the stop trigger's state
-//   extensions/<name>/...       each extension's state_dict()
-//   extension_triggers/<name>/...  each extension's trigger's state
-//   models/<name>/<param>       each model's parameters and buffers, LibTorch names ("0.weight")
-//   optimizers/<name>/param_groups/<g>/<option>   lr, momentum, betas/0, ... per group
-//   optimizers/<name>/state/<g>/<i>/<field>       per-parameter state (step, exp_avg, ...)
-//   schedulers/<name>/step_count                  each LR scheduler's step count
-//   state/<name>/...            each object registered with add_state (Trainer: state/updater)
-//   rng/cpu, rng/cuda/<i>       the default random generators' states (uint8)
-//   tth/...                     snapshot file metadata (tth/format_version, tth/iteration)
+// are laid out in sections: manager/, stop_trigger/, extensions/<name>/,
+// extension_triggers/<name>/, models/<name>/, optimizers/<name>/, schedulers/<name>/,
+// state/<name>/, rng/, and tth/ (snapshot metadata). Code never spells a section by hand: it
+// joins these constants (state_layout::key). doc/state_layout.md describes every key, its
+// kind and dtype; it is the one description.
 //
 // Names chosen by the user (models, optimizers, extensions, ...) may hold any character but
 // '/', which separates keys. Thread safety: constants and a pure function.

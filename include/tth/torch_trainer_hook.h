@@ -6,8 +6,9 @@
 //
 //   tth::TorchTrainerHook hook(tth::HookOptions(iters_per_epoch).stop_trigger({10, tth::epoch}));
 //   hook.add_model("main", model);
-//   hook.extend(tth::make_extension(print_loss), tth::ExtendOptions().trigger({100,
-//   tth::iteration})); while (!hook.done()) {
+//   hook.extend(tth::make_extension(print_loss),
+//               tth::ExtendOptions().trigger({100, tth::iteration}));
+//   while (!hook.done()) {
 //     hook.run_iteration([&] {
 //       ... forward, backward, step ...
 //       tth::report("main/loss", loss);
@@ -43,6 +44,7 @@
 namespace tth {
 
 class TrainingState;
+class DirectoryLock;
 
 /// Options of TorchTrainerHook.
 struct HookOptions {
@@ -50,7 +52,8 @@ struct HookOptions {
   explicit HookOptions(double iters_per_epoch) : iters_per_epoch_(iters_per_epoch) {}
   /// Batches per epoch. No default.
   TORCH_ARG(double, iters_per_epoch);
-  /// Output directory for logs and snapshots, created when training starts. Default "result".
+  /// Output directory for logs and snapshots, created when training starts and locked by the
+  /// run until it is finalized (see TorchTrainerHook::start). Default "result".
   TORCH_ARG(std::string, out) = "result";
   /// When training ends. Default: never (the user's loop decides, or calls stop()).
   TORCH_ARG(TriggerRef, stop_trigger);
@@ -61,10 +64,14 @@ class TorchTrainerHook {
  public:
   /// Throws tth::Error when iters_per_epoch <= 0.
   explicit TorchTrainerHook(HookOptions options);
-  /// Finalizes the extensions if that has not happened yet (errors are printed, not thrown).
+  /// Finalizes the extensions if that has not happened yet (errors are warned about through
+  /// tth::warn, not thrown).
   ~TorchTrainerHook();
+  // Not copyable or movable: the parts of its training state refer to it.
   TorchTrainerHook(const TorchTrainerHook&) = delete;
   TorchTrainerHook& operator=(const TorchTrainerHook&) = delete;
+  TorchTrainerHook(TorchTrainerHook&&) = delete;
+  TorchTrainerHook& operator=(TorchTrainerHook&&) = delete;
 
   // ---- Registration (before the first iteration) ----
 
@@ -98,7 +105,26 @@ class TorchTrainerHook {
   /// 0 the call_before_training extensions (extension.h phases 1 and 2). done() and
   /// begin_iteration() call it, so a loop `while (!hook.done())` has its state restored
   /// before it reads any (a sampler's position, say). Runs the error path if it throws.
+  ///
+  /// One run per output directory: before any extension runs, it creates out() and takes its
+  /// lock (`<out>/LOCK`, an flock as LevelDB's LOCK file, holding this process's pid), held
+  /// until the extensions are finalized. If another run holds it (another process, or another
+  /// manager in this one), it throws tth::Error "TorchTrainerHook: output directory 'result' is
+  /// in use by another run (pid 1234 holds 'result/LOCK'); give each run its own out
+  /// directory"; if the lock file cannot be created (an unwritable directory), tth::IOError
+  /// "TorchTrainerHook: cannot use output directory 'result': create or lock 'result/LOCK':
+  /// Permission denied". Both happen before training starts: no extension was called, started()
+  /// stays false, and a later call tries again. The lock of a killed run dies with it.
   void start();
+
+  /// Locks `directory` (created if missing) for this run, as start() locks out(), until the
+  /// extensions are finalized. An extension that writes files into another directory calls it
+  /// from its resume hook (the snapshot extensions do, for their directory), so that no other
+  /// run writes there and the directory's stale temp files may be removed
+  /// (tth/atomic_file.h). A directory this run holds already is not locked again. Throws
+  /// tth::Error "TorchTrainerHook: directory '<dir>' is in use by another run (pid N holds
+  /// '<dir>/LOCK'); give each run its own directory", or tth::IOError.
+  void lock_directory(const std::string& directory);
 
   /// Runs one iteration around `step`: starts training on the first call (extension phase 1
   /// and 2), opens the observation, runs `step`, counts the iteration and runs the triggered
@@ -178,6 +204,10 @@ class TorchTrainerHook {
   /// all or nothing for an extension, trigger or state object); the keys left out are
   /// returned and warned about (tth/diagnostics.h), as PyTorch's load_state_dict does.
   IncompatibleKeys load_state_dict(const StateDict& state, bool strict = true);
+  /// The same for a state handed over (a state just read from a file, as autoload does): its
+  /// values are freed as they are applied, so loading needs about one state of memory more
+  /// than the model, not two.
+  IncompatibleKeys load_state_dict(StateDict&& state, bool strict = true);
 
  private:
   struct Entry {
@@ -188,6 +218,8 @@ class TorchTrainerHook {
     bool call_before_training;
   };
 
+  void lock_output_directory();
+  void take_lock(const std::string& directory, const char* what, const char* advice);
   void run_start_phases();
   bool length_reached() const;
   void check_registration_open(const char* who, const std::string& name) const;
@@ -202,6 +234,8 @@ class TorchTrainerHook {
   std::shared_ptr<Trigger> stop_trigger_;
   std::vector<Entry> entries_;  // sorted by priority, stable
   std::unique_ptr<TrainingState> state_;
+  // The locks of out_ and of the directories extensions write into, from start to finalize.
+  std::vector<std::unique_ptr<DirectoryLock>> locks_;
   Observation observation_;
   std::optional<ObservationScope> observation_scope_;  // open from begin to end_iteration
 

@@ -18,9 +18,6 @@ namespace {
 
 // Members are streamed in chunks of this size: bounded memory whatever the member size.
 constexpr std::size_t kChunkSize = std::size_t{1} << 20;
-// Deflate cannot expand input more than 1032:1 (a 258-byte match per 2 bits); a larger ratio in
-// the central directory is corrupt, and rejecting it bounds read_all()'s allocation by the file.
-constexpr uint64_t kMaxDeflateRatio = 1032;
 
 // Whether [offset, offset + size) lies inside [0, limit), without overflowing.
 bool fits(uint64_t offset, uint64_t size, uint64_t limit) {
@@ -191,16 +188,26 @@ void ZipReader::read_zip64_extra(const uint8_t* extra, std::size_t size, ZipEntr
 
 // Validates one entry against the file and its local header, and sets its data offset.
 void ZipReader::check_entry(ZipEntry& entry, uint64_t directory_offset) const {
-  if (entry.method == static_cast<uint16_t>(Compression::kStored) &&
-      entry.compressed_size != entry.uncompressed_size) {
-    fail(entry, "stored member with compressed size " + std::to_string(entry.compressed_size) +
-                    " != uncompressed size " + std::to_string(entry.uncompressed_size));
-  }
-  if (entry.method == static_cast<uint16_t>(Compression::kDeflate) &&
-      entry.uncompressed_size / kMaxDeflateRatio > entry.compressed_size) {
-    fail(entry, "uncompressed size " + std::to_string(entry.uncompressed_size) +
-                    " is impossible for " + std::to_string(entry.compressed_size) +
-                    " deflated bytes");
+  // The declared size must be one the data can produce, so that no reader ever sizes memory
+  // beyond what the file holds: equal for stored data, at most kMaxDeflateRatio times the
+  // compressed size for deflate, and nothing can be promised for other methods.
+  if (entry.method == static_cast<uint16_t>(Compression::kStored)) {
+    if (entry.compressed_size != entry.uncompressed_size) {
+      fail(entry, "stored member with compressed size " + std::to_string(entry.compressed_size) +
+                      " != uncompressed size " + std::to_string(entry.uncompressed_size));
+    }
+  } else if (entry.method == static_cast<uint16_t>(Compression::kDeflate)) {
+    // uncompressed > kMaxDeflateRatio * compressed, without overflowing.
+    const uint64_t whole = entry.uncompressed_size / kMaxDeflateRatio;
+    if (whole > entry.compressed_size ||
+        (whole == entry.compressed_size && entry.uncompressed_size % kMaxDeflateRatio != 0)) {
+      fail(entry, "uncompressed size " + std::to_string(entry.uncompressed_size) +
+                      " is impossible for " + std::to_string(entry.compressed_size) +
+                      " deflated bytes (deflate expands at most " +
+                      std::to_string(kMaxDeflateRatio) + " times)");
+    }
+  } else {
+    fail(entry, "unsupported compression method " + std::to_string(entry.method));
   }
   const std::size_t header_size = zip::local::kSize + entry.name.size();
   if (!fits(entry.local_header_offset, header_size, directory_offset)) {
@@ -270,7 +277,7 @@ void ZipReader::read(const ZipEntry& entry, const Sink& sink) const {
     }
   } else if (entry.method == static_cast<uint16_t>(Compression::kDeflate)) {
     inflate(entry, deliver);
-  } else {
+  } else {  // check_entry() refuses these; an entry not taken from entries() may still hold one
     fail(entry, "unsupported compression method " + std::to_string(entry.method));
   }
   if (produced != entry.uncompressed_size) {
@@ -321,7 +328,7 @@ void ZipReader::inflate(const ZipEntry& entry, const Sink& deliver) const {
 
 std::vector<uint8_t> ZipReader::read_all(const ZipEntry& entry) const {
   std::vector<uint8_t> data;
-  // Bounded by the file: stored sizes were checked against it, deflate ones by kMaxDeflateRatio.
+  // What the member declares, which check_entry() bounded by what its data can produce.
   data.reserve(static_cast<std::size_t>(entry.uncompressed_size));
   read(entry, [&data](const uint8_t* chunk, std::size_t size) {
     data.insert(data.end(), chunk, chunk + size);

@@ -10,7 +10,8 @@ BestValueTrigger::BestValueTrigger(std::string key, std::function<bool(double, d
                                    TriggerRef check)
     : key_(std::move(key)), better_(std::move(better)), check_(trigger_or(check, 1, epoch)) {
   check_argument(!key_.empty(), "MaxValueTrigger/MinValueTrigger", "key", "must not be empty");
-  check_argument(static_cast<bool>(better_), "BestValueTrigger", "better", "must be callable");
+  check_argument(static_cast<bool>(better_), "MaxValueTrigger/MinValueTrigger", "better",
+                 "must be callable");
 }
 
 bool BestValueTrigger::operator()(const TorchTrainerHook& hook) {
@@ -31,7 +32,7 @@ std::optional<double> BestValueTrigger::best() const {
 StateDict BestValueTrigger::state_dict() const {
   StateDict state;
   if (check_) state.merge("check", check_->state_dict());
-  state.merge("mean", mean_.state_dict());
+  for (auto& entry : mean_.state_dict()) state.set(entry.first, entry.second);
   state.set_double("best", best_);
   state.set_bool("has_best", has_best_);
   return state;
@@ -39,7 +40,7 @@ StateDict BestValueTrigger::state_dict() const {
 
 void BestValueTrigger::load_state_dict(const StateDict& state) {
   if (check_) check_->load_state_dict(state.sub("check"));
-  mean_.load_state_dict(state.sub("mean"));
+  mean_.load_state_dict(state);
   best_ = state.get_double("best");
   has_best_ = state.get_bool("has_best");
 }

@@ -45,7 +45,7 @@ StateDict EarlyStoppingTrigger::state_dict() const {
   StateDict state;
   if (check_) state.merge("check", check_->state_dict());
   if (max_) state.merge("max_trigger", max_->state_dict());
-  state.merge("mean", mean_.state_dict());
+  for (auto& entry : mean_.state_dict()) state.set(entry.first, entry.second);
   state.set_double("best", best_);
   state.set_int("checks_without_improvement", stale_checks_);
   return state;
@@ -54,7 +54,7 @@ StateDict EarlyStoppingTrigger::state_dict() const {
 void EarlyStoppingTrigger::load_state_dict(const StateDict& state) {
   if (check_) check_->load_state_dict(state.sub("check"));
   if (max_) max_->load_state_dict(state.sub("max_trigger"));
-  mean_.load_state_dict(state.sub("mean"));
+  mean_.load_state_dict(state);
   best_ = state.get_double("best");
   stale_checks_ = state.get_int("checks_without_improvement");
 }

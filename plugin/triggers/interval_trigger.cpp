@@ -1,5 +1,6 @@
 #include "tth/triggers/interval_trigger.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "check_argument.h"
@@ -12,25 +13,20 @@ namespace tth {
 IntervalTrigger::IntervalTrigger(double period, Unit unit) : period_(period), unit_(unit) {
   check_argument(unit == Unit::kIteration || unit == Unit::kEpoch, "IntervalTrigger", "unit",
                  "must be iteration or epoch", static_cast<int>(unit));
-  check_argument(period > 0 && std::isfinite(period), "IntervalTrigger", "period", "must be > 0",
-                 period);
+  check_argument(period > 0 && std::isfinite(period), "IntervalTrigger", "period",
+                 "must be finite and > 0", period);
   check_argument(unit == Unit::kEpoch || period == std::floor(period), "IntervalTrigger", "period",
                  "must be an integer for iterations (use tth::epoch for fractions)", period);
 }
 
 bool IntervalTrigger::operator()(const TorchTrainerHook& hook) {
+  // A negative position (an older state's "not called yet") counts as a fresh trigger's 0.
   bool fire;
   if (unit_ == Unit::kIteration) {
     const auto period = static_cast<int64_t>(period_);
-    const int64_t iteration = hook.iteration();
-    // A negative position comes from a state saved before triggers recorded theirs: guess
-    // the previous iteration, as Chainer does.
-    const int64_t previous = previous_iteration_ >= 0 ? previous_iteration_ : iteration - 1;
-    fire = previous / period != iteration / period;
+    fire = std::max<int64_t>(previous_iteration_, 0) / period != hook.iteration() / period;
   } else {
-    const double previous =
-        previous_epoch_detail_ >= 0 ? previous_epoch_detail_ : hook.previous_epoch_detail();
-    fire = std::floor(previous / period_ + kEpochTolerance) !=
+    fire = std::floor(std::max(previous_epoch_detail_, 0.0) / period_ + kEpochTolerance) !=
            std::floor(hook.epoch_detail() / period_ + kEpochTolerance);
   }
   previous_iteration_ = hook.iteration();

@@ -16,7 +16,8 @@ ManualScheduleTrigger::ManualScheduleTrigger(std::vector<double> points, Unit un
                  "must be iteration or epoch", static_cast<int>(unit));
   check_argument(!points_.empty(), who, "points", "must not be empty");
   for (double point : points_) {
-    check_argument(point > 0 && std::isfinite(point), who, "points", "must be > 0", point);
+    check_argument(point > 0 && std::isfinite(point), who, "points", "must be finite and > 0",
+                   point);
     check_argument(unit == Unit::kEpoch || point == std::floor(point), who, "points",
                    "must be integers for iterations", point);
   }
@@ -26,10 +27,8 @@ bool ManualScheduleTrigger::operator()(const TorchTrainerHook& hook) {
   const bool by_epoch = unit_ == Unit::kEpoch;
   const double tolerance = by_epoch ? kEpochTolerance : 0;
   const double current = by_epoch ? hook.epoch_detail() : static_cast<double>(hook.iteration());
-  double previous = previous_;
-  if (previous < 0) {  // a state saved before the position was recorded: Chainer's guess
-    previous = by_epoch ? hook.previous_epoch_detail() : static_cast<double>(hook.iteration() - 1);
-  }
+  // A negative position (an older state's "not called yet") counts as a fresh trigger's 0.
+  const double previous = std::max(previous_, 0.0);
   const bool fire = std::any_of(points_.begin(), points_.end(), [&](double point) {
     return previous + tolerance < point && point <= current + tolerance;
   });

@@ -8,8 +8,8 @@
 namespace tth {
 
 TimeTrigger::TimeTrigger(double seconds) : period_(seconds), next_time_(seconds) {
-  check_argument(seconds > 0 && std::isfinite(seconds), "TimeTrigger", "seconds", "must be > 0",
-                 seconds);
+  check_argument(seconds > 0 && std::isfinite(seconds), "TimeTrigger", "seconds",
+                 "must be finite and > 0", seconds);
 }
 
 bool TimeTrigger::operator()(const TorchTrainerHook& hook) {

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Builds and runs the libFuzzer target zip_reader_fuzz.cpp for a fixed time; the ctest test
-# `fuzz_zip_reader` (label fuzz) calls it.
-#   tests/fuzz/run_fuzz.sh SOURCE_DIR WORK_DIR [SECONDS]
+# Builds and runs a libFuzzer target of the container code for a fixed time; the ctest tests
+# `fuzz_zip_reader` and `fuzz_pickle_reader` (label fuzz) call it.
+#   tests/fuzz/run_fuzz.sh [--target zip_reader|pickle] SOURCE_DIR WORK_DIR [SECONDS]
+# --target zip_reader (the default): zip_reader_fuzz.cpp, the zip and npy readers.
+# --target pickle: pickle_fuzz.cpp, the restricted pickle reader and the tensor-archive layout
+# (container/pickle.h), seeded with real archives: the data.pkl and the whole file of
+# torch.jit.save'd modules and torch.save'd dicts, and, when $TTH_TOOL names the tth tool (ctest
+# sets it), of our own torch_savefun's output (`tth convert` of npz files numpy writes).
 # SECONDS defaults to $TTH_FUZZ_SECONDS, else 20. WORK_DIR is build/tests/fuzz: there CMake
 # writes container_sources.txt, the container's sources (TTH_CONTAINER_SOURCES in the top-level
-# CMakeLists.txt, absolute paths, one a line), which the fuzzer is built from. WORK_DIR also
-# keeps the fuzzer binary (rebuilt only when a source is newer), the seed corpus made by
-# /usr/bin/python3 (numpy, zipfile and torch writers), the growing corpus, the dictionary, the
-# log and any crash reproducer.
+# CMakeLists.txt, absolute paths, one a line), which the fuzzers are built from. WORK_DIR also
+# keeps the fuzzer binaries (rebuilt only when a source is newer) and, per target (zip_reader
+# in WORK_DIR itself, pickle in WORK_DIR/pickle), the seed corpus made by /usr/bin/python3
+# (numpy, zipfile and torch writers), the growing corpus, the dictionary, the log and any crash
+# reproducer.
 # Quiet when all is well: one summary line. Exits non-zero on a crash, leak, timeout, out of
 # memory or sanitizer report, printing the report and the command that reproduces it.
 set -euo pipefail
 
-usage() { echo "usage: $0 SOURCE_DIR WORK_DIR [SECONDS]" >&2; exit 2; }
+usage() { echo "usage: $0 [--target zip_reader|pickle] SOURCE_DIR WORK_DIR [SECONDS]" >&2; exit 2; }
+target=zip_reader
+if [[ ${1:-} == --target ]]; then
+  [[ $# -ge 2 ]] || usage
+  target=$2
+  shift 2
+fi
+if [[ $target != zip_reader && $target != pickle ]]; then
+  echo "fuzz: --target must be zip_reader or pickle, got '$target'" >&2
+  exit 2
+fi
 [[ $# -ge 2 && $# -le 3 ]] || usage
 source_dir=$(cd "$1" && pwd)
 mkdir -p "$2"
@@ -20,6 +36,10 @@ work_dir=$(cd "$2" && pwd)
 seconds=${3:-${TTH_FUZZ_SECONDS:-20}}
 [[ $seconds =~ ^[0-9]+$ && $seconds -gt 0 ]] || { echo "fuzz: SECONDS must be a positive integer, got '$seconds'" >&2; exit 2; }
 python=/usr/bin/python3
+# Where this target's seeds, corpus, dictionary, logs and reproducers live.
+state_dir=$work_dir
+if [[ $target != zip_reader ]]; then state_dir=$work_dir/$target; fi
+mkdir -p "$state_dir"
 
 cxx=
 for candidate in clang++-14 clang++; do
@@ -41,8 +61,8 @@ mapfile -t container_sources < <(grep -v '^$' "$source_list")
 for source in "${container_sources[@]}"; do
   [[ -f $source ]] || { echo "fuzz: $source (listed in $source_list) does not exist" >&2; exit 1; }
 done
-fuzzer=$work_dir/zip_reader_fuzz
-sources=("$source_dir/tests/fuzz/zip_reader_fuzz.cpp" "${container_sources[@]}")
+fuzzer=$work_dir/${target}_fuzz
+sources=("$source_dir/tests/fuzz/${target}_fuzz.cpp" "${container_sources[@]}")
 inputs=("${sources[@]}" "$source_dir"/include/tth/*.h "$source_list" "${BASH_SOURCE[0]}")
 while IFS= read -r dir; do
   for header in "$dir"/*.h; do
@@ -61,9 +81,9 @@ if (( stale )); then
   if ! "$cxx" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined \
       -fno-sanitize-recover=undefined -I "$source_dir/plugin" -I "$source_dir/include" \
       -DTTH_HAVE_LIBDEFLATE "${sources[@]}" -lz -ldeflate -o "$fuzzer.tmp" \
-      >"$work_dir/build.log" 2>&1; then
-    cat "$work_dir/build.log" >&2
-    if grep -q 'libclang_rt\.\(fuzzer\|asan\|ubsan\)' "$work_dir/build.log"; then
+      >"$state_dir/build.log" 2>&1; then
+    cat "$state_dir/build.log" >&2
+    if grep -q 'libclang_rt\.\(fuzzer\|asan\|ubsan\)' "$state_dir/build.log"; then
       echo "fuzz: clang's sanitizer runtimes are missing (Debian: apt-get install libclang-rt-14-dev)" >&2
     fi
     echo "fuzz: building $fuzzer with $cxx failed" >&2
@@ -73,11 +93,8 @@ if (( stale )); then
 fi
 
 # 2. The seed corpus: small files from the real writers, remade when this script changes.
-seeds=$work_dir/seeds
-if [[ ! -f $seeds/.complete || ${BASH_SOURCE[0]} -nt $seeds/.complete ]]; then
-  rm -rf "$seeds"
-  mkdir -p "$seeds"
-  if ! "$python" - "$seeds" >"$work_dir/seeds.log" 2>&1 <<'PY'; then
+zip_reader_seeds() {
+  "$python" - "$1" <<'PY'
 import io, os, sys, zipfile
 import numpy as np
 
@@ -164,7 +181,110 @@ if torch is not None:
                 "step": torch.tensor(3)}, buf)
     put("torch_save.pt", buf.getvalue())
 PY
-    cat "$work_dir/seeds.log" >&2
+}
+
+pickle_seeds() {
+  local seeds=$1
+  # Our own savefun's archives, through the tool, from npz files numpy writes.
+  if [[ -n ${TTH_TOOL:-} && -x ${TTH_TOOL:-} ]]; then
+    "$python" - "$seeds" <<'PY'
+import sys
+import numpy as np
+out = sys.argv[1]
+np.savez(out + "/ours_all.npz", **{
+    "tth/format_version": np.array(2), "tth/iteration": np.array(7),
+    "models/main/0.weight": np.arange(12, dtype="<f4").reshape(3, 4),
+    "models/ma\"in/%41": np.ones(2, dtype="<f8"), "f2": np.ones(3, dtype="<f2"),
+    "i1": np.array([-1, 2], dtype="i1"), "u1": np.arange(3, dtype="u1"),
+    "i2": np.arange(2, dtype="<i2"), "i4": np.arange(2, dtype="<i4"),
+    "b": np.array(True), "c8": np.array([1 + 2j], dtype="<c8"),
+    "c16": np.array(1j), "empty": np.zeros((0, 3), dtype="<f4"),
+    "h": np.ones(2, dtype="<f4"),
+    "tth/npz_dtypes": np.array('{"h": "bfloat16"}'),
+    "extensions/log/json": np.array('[1, "\u00e9"]')})
+np.savez(out + "/ours_v1.npz", **{"tth/format_version": np.array(1), "w": np.ones(1)})
+PY
+    [[ $? -eq 0 ]] || return 1
+    for npz in "$seeds"/ours_*.npz; do
+      "$TTH_TOOL" convert "$npz" "${npz%.npz}.pt" --to torch >/dev/null || return 1
+      rm -f "$npz"
+    done
+  else
+    echo "fuzz: TTH_TOOL is not set: no seeds from our own savefun" >&2
+  fi
+  "$python" - "$seeds" <<'PY'
+import io, os, runpy, sys, tempfile, zipfile
+import torch
+
+out = sys.argv[1]
+
+def put(name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+
+# torch.jit.script reads the source of the classes: run it from a file.
+source = """
+import torch
+class Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(6, dtype=torch.float32).reshape(2, 3))
+        self.register_buffer("steps", torch.tensor([3, 4]))
+        self.register_buffer("h16", torch.ones(2, dtype=torch.float16))
+        self.n = -7
+        self.big = 2 ** 40
+        self.x = 0.5
+        self.flag = True
+        self.name = "hello"
+    def forward(self, x):
+        return x
+class Nested(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sub = torch.nn.Linear(2, 2)
+    def forward(self, x):
+        return self.sub(x)
+modules = {"jit_plain": Plain(), "jit_nested": Nested()}
+"""
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "modules.py")
+    with open(path, "w") as f:
+        f.write(source)
+    modules = runpy.run_path(path)["modules"]
+    for name, module in modules.items():
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.script(module), buf)
+        put(name + ".pt", buf.getvalue())
+
+base = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+dicts = {
+    "save_dict": {"a": torch.ones(2), "view": base[1:, 2:], "t": base.t(), "n": 3,
+                  "x": 0.25, "b": torch.tensor(True), "s": "text"},
+    "save_state_dict": torch.nn.Linear(3, 2).state_dict(),
+    "save_dtypes": {str(d): torch.zeros(2, dtype=d) for d in (
+        torch.bfloat16, torch.int8, torch.uint8, torch.int16, torch.int32, torch.complex64)},
+}
+for name, value in dicts.items():
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    put(name + ".pt", buf.getvalue())
+
+# Every archive's data.pkl alone, too: the pickle reader without a zip around it.
+for name in sorted(os.listdir(out)):
+    if name.endswith(".pt"):
+        with zipfile.ZipFile(os.path.join(out, name)) as z:
+            for member in z.namelist():
+                if member.endswith("/data.pkl"):
+                    put(name[:-3] + ".pkl", z.read(member))
+PY
+}
+
+seeds=$state_dir/seeds
+if [[ ! -f $seeds/.complete || ${BASH_SOURCE[0]} -nt $seeds/.complete ]]; then
+  rm -rf "$seeds"
+  mkdir -p "$seeds"
+  if ! "${target}_seeds" "$seeds" >"$state_dir/seeds.log" 2>&1; then
+    cat "$state_dir/seeds.log" >&2
     echo "fuzz: making the seed corpus with $python failed" >&2
     exit 1
   fi
@@ -172,8 +292,31 @@ PY
 fi
 
 # Tokens of the formats, so mutations reach past the signature and header checks.
-dict=$work_dir/zip_npy.dict
-cat >"$dict" <<'EOF'
+dict=$state_dir/$target.dict
+if [[ $target == pickle ]]; then
+  cat >"$dict" <<'EOF'
+proto="\x80\x02"
+rebuild="ctorch._utils\x0a_rebuild_tensor_v2\x0a"
+ordered_dict="ccollections\x0aOrderedDict\x0a"
+float_storage="ctorch\x0aFloatStorage\x0a"
+long_storage="ctorch\x0aLongStorage\x0a"
+module="c__torch__\x0aModule\x0a"
+storage="X\x07\x00\x00\x00storage"
+cpu="X\x03\x00\x00\x00cpu"
+newobj=")\x81}("
+setitems_build="ub."
+reduce=")R"
+binpersid="tQ"
+long1="\x8a\x08"
+long_binput="r"
+data_pkl="archive/data.pkl"
+data_dir="archive/data/"
+local_header="PK\x03\x04"
+central_header="PK\x01\x02"
+end_record="PK\x05\x06"
+EOF
+else
+  cat >"$dict" <<'EOF'
 local_header="PK\x03\x04"
 central_header="PK\x01\x02"
 end_record="PK\x05\x06"
@@ -199,11 +342,12 @@ unicode="'<U"
 long_suffix="L"
 npy_suffix=".npy"
 EOF
+fi
 
 # 3. The run. The corpus directory comes first so that new inputs are saved there.
-corpus=$work_dir/corpus
-artifacts=$work_dir/artifacts
-log=$work_dir/fuzz.log
+corpus=$state_dir/corpus
+artifacts=$state_dir/artifacts
+log=$state_dir/fuzz.log
 mkdir -p "$corpus" "$artifacts"
 status=0
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:allocator_may_return_null=0} \
@@ -232,4 +376,4 @@ if [[ -z $runs ]]; then
   echo "fuzz: FAILED: the fuzzer exited without its final 'Done N runs' line; full log: $log" >&2
   exit 1
 fi
-echo "fuzz: $runs runs in $secs s, no crash ($(find "$corpus" -type f | wc -l) corpus files, $cxx)"
+echo "fuzz: $target: $runs runs in $secs s, no crash ($(find "$corpus" -type f | wc -l) corpus files, $cxx)"

@@ -7,7 +7,7 @@
 // stops where the uninterrupted one would have. A check at which `monitor` was never
 // reported throws tth::Error naming it.
 //
-// State: the check and max triggers' states, the running mean (mean/sum, mean/count), the best
+// State: the check and max triggers' states, the running sum and count, the best
 // value and the number of checks without improvement.
 #pragma once
 

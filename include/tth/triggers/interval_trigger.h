@@ -8,8 +8,8 @@
 // A call at iteration 0 returns false and counts as a call. Epoch positions are compared with
 // a 1e-9 tolerance so that 0.3 / 0.1 counts as 3.
 //
-// State: the previous iteration and epoch_detail it saw (-1, from states saved before the
-// position was recorded, means "the iteration before the current one").
+// State: the previous iteration and epoch_detail it saw (a negative value, an older
+// version's "not called yet", counts as 0).
 #pragma once
 
 #include "tth/trigger.h"

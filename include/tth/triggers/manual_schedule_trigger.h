@@ -7,8 +7,8 @@
 // once the last point is reached, which makes the manager skip the extension's `initialize` on a
 // resume after the schedule is over.
 //
-// State: the previous position (-1, from states saved before it was recorded, means "the
-// position one iteration before") and whether the schedule is finished.
+// State: the previous position (a negative value, an older version's "not called yet",
+// counts as 0) and whether the schedule is finished.
 #pragma once
 
 #include <vector>

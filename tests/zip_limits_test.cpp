@@ -1,0 +1,196 @@
+// Limits of ZipReader: a member's declared size must be one its data can produce, so that no
+// allocation is ever sized beyond what the file can deliver, and verification streams in bounded
+// memory whatever a member declares. The files are written by Python's zipfile and zlib (the
+// oracles): a deflate bomb (4 GiB of zeros in about 4 MB, near deflate's limit of 1032:1) and
+// members whose central directory lies about their size.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "container/endian.h"
+#include "container/zip_format.h"
+#include "container/zip_reader.h"
+#include "test_util.h"
+#include "tth/error.h"
+
+namespace tth::container {
+namespace {
+
+using test::Bytes;
+using test::python;
+using test::read_file;
+using test::TempDir;
+using test::write_file;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr uint64_t kBombSize = uint64_t{4} << 30;
+constexpr uint64_t kVerifyMemoryLimit = 64 * kMiB;
+
+// Appends to the zip sys.argv[1] (created if missing) a member sys.argv[2] holding the bytes
+// sys.argv[3] (hex), then int(sys.argv[4]) zeros, deflated by zipfile with zlib at level 9
+// (ZIP64 forced). The compressor flushes fully after each write, so that equal chunks compress
+// to equal bytes: each distinct chunk is compressed once and its output repeated, which writes
+// 4 GiB in seconds instead of half a minute, at the same ratio.
+constexpr char kAppendZeros[] = R"(
+import sys, zipfile, zlib
+path, name, prefix, zeros = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+class Replaying:
+    def __init__(self):
+        self.zlib = zlib.compressobj(9, zlib.DEFLATED, -15)
+        self.last = (None, b'')
+    def compress(self, data):
+        if data is not self.last[0]:
+            self.last = (data, self.zlib.compress(data) + self.zlib.flush(zlib.Z_FULL_FLUSH))
+        return self.last[1]
+    def flush(self):
+        return self.zlib.flush()
+zipfile._get_compressor = lambda *args: Replaying()
+chunk = bytes(16 << 20)
+with zipfile.ZipFile(path, 'a', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    with z.open(name, 'w', force_zip64=True) as member:
+        member.write(prefix)
+        for _ in range(zeros // len(chunk)):
+            member.write(chunk)
+        member.write(bytes(zeros % len(chunk)))
+)";
+
+// Peak resident memory of this process, reset on demand: writing 5 to /proc/self/clear_refs
+// sets the peak (VmHWM) to the current size (Linux >= 4.0).
+uint64_t status_bytes(const std::string& key) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.compare(0, key.size(), key) == 0) {
+      return std::stoull(line.substr(key.size())) * 1024;  // "VmHWM:   1234 kB"
+    }
+  }
+  ADD_FAILURE() << "no " << key << " in /proc/self/status";
+  return 0;
+}
+
+// How much the peak resident memory grows while `body` runs.
+uint64_t peak_growth(const std::function<void()>& body) {
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5" << std::flush;
+  EXPECT_TRUE(clear_refs.good()) << "cannot reset the peak through /proc/self/clear_refs";
+  const uint64_t before = status_bytes("VmRSS:");
+  EXPECT_LE(status_bytes("VmHWM:"), before + kMiB) << "the peak was not reset";
+  body();
+  const uint64_t peak = status_bytes("VmHWM:");
+  return peak > before ? peak - before : 0;
+}
+
+// Offset of the central directory entry of `name` in `zip`.
+std::size_t central_entry(const Bytes& zip, const std::string& name) {
+  for (std::size_t at = 0; at + zip::central::kSize <= zip.size(); ++at) {
+    if (load_le32(zip.data() + at) != zip::central::kSignature) continue;
+    const std::size_t length = load_le16(zip.data() + at + zip::central::kNameLength);
+    const auto* stored = reinterpret_cast<const char*>(zip.data() + at + zip::central::kSize);
+    if (at + zip::central::kSize + length <= zip.size() && std::string(stored, length) == name) {
+      return at;
+    }
+  }
+  ADD_FAILURE() << "no central entry for '" << name << "'";
+  return 0;
+}
+
+TEST(ZipLimits, ThePeakMemoryProbeSeesTouchedMemory) {
+  // The bound checked below means something only if the probe can see memory being used.
+  std::vector<uint8_t> touched;
+  const uint64_t growth = peak_growth([&] { touched.assign(128 * kMiB, 1); });
+  EXPECT_GE(growth, 120 * kMiB);
+  EXPECT_EQ(touched[touched.size() / 2], 1);
+}
+
+TEST(ZipLimits, VerifyingA4GiBDeflateBombUsesBoundedMemory) {
+  TempDir dir;
+  const std::string bomb = dir / "bomb.zip";
+  python(kAppendZeros, {bomb, "bomb", "", std::to_string(kBombSize)});
+  ZipReader reader(bomb);
+  ASSERT_EQ(reader.entries().size(), 1u);
+  const ZipEntry& entry = reader.entries()[0];
+  EXPECT_EQ(entry.uncompressed_size, kBombSize);
+  EXPECT_LT(entry.compressed_size, 5 * kMiB);  // zeros compress about 1029 times
+  const uint64_t growth = peak_growth([&] { reader.verify(); });
+  EXPECT_LT(growth, kVerifyMemoryLimit);
+  std::cout << "verify() of " << entry.compressed_size << " bytes declaring " << kBombSize
+            << ": peak resident memory grew by " << growth / 1024 << " KiB\n";
+}
+
+TEST(ZipLimits, DeclaredSizesTheDataCannotProduceAreRefusedAtIndexTime) {
+  TempDir dir;
+  const std::string path = dir / "liars.zip";
+  python(R"(
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    z.writestr('deflated', bytes(1 << 20), zipfile.ZIP_DEFLATED, compresslevel=9)
+    z.writestr('stored', b'abc', zipfile.ZIP_STORED)
+)",
+         {path});
+  const Bytes valid = read_file(path);
+  ZipReader(valid.data(), valid.size()).verify();
+  const std::size_t deflated = central_entry(valid, "deflated");
+  const std::size_t stored = central_entry(valid, "stored");
+  const uint32_t compressed = load_le32(valid.data() + deflated + zip::central::kCompressedSize);
+  ASSERT_LT(uint64_t{compressed} * kMaxDeflateRatio, kBombSize);
+  const auto with = [&](std::size_t entry, std::size_t field, uint32_t value, int bytes = 4) {
+    Bytes changed = valid;
+    if (bytes == 2) {
+      store_le16(changed.data() + entry + field, static_cast<uint16_t>(value));
+    } else {
+      store_le32(changed.data() + entry + field, value);
+    }
+    return changed;
+  };
+  const auto most = static_cast<uint32_t>(compressed * kMaxDeflateRatio);
+  const std::vector<std::pair<Bytes, std::string>> refused = {
+      {with(deflated, zip::central::kUncompressedSize, most + 1),
+       "member 'deflated': uncompressed size " + std::to_string(most + 1) + " is impossible for " +
+           std::to_string(compressed) + " deflated bytes"},
+      {with(deflated, zip::central::kUncompressedSize, 0xFFFFFFF0u),
+       "member 'deflated': uncompressed size 4294967280 is impossible"},
+      {with(stored, zip::central::kUncompressedSize, 0xFFFFFFF0u),
+       "member 'stored': stored member with compressed size 3 != uncompressed size 4294967280"},
+      // No bound is known for other methods, so they are refused before any size is used.
+      {with(stored, zip::central::kMethod, 12, 2),
+       "member 'stored': unsupported compression method 12"},
+  };
+  for (const auto& [input, message] : refused) {
+    const Bytes& bytes = input;  // C++17 lambdas cannot capture structured bindings.
+    try {
+      ZipReader reader(bytes.data(), bytes.size());
+      ADD_FAILURE() << "indexed; expected a refusal with '" << message << "'";
+    } catch (const FormatError& error) {
+      EXPECT_THAT(error.what(), HasSubstr("<memory>: " + message));
+    }
+  }
+  // The same from a file: the error names it.
+  write_file(path, refused[0].first);
+  try {
+    ZipReader reader(path);
+    ADD_FAILURE() << "indexed a member declaring more than deflate can produce";
+  } catch (const FormatError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("file '" + path + "': member 'deflated'"));
+  }
+  // At the bound the index accepts the member; its data then falls short of the declared size.
+  const Bytes at_bound = with(deflated, zip::central::kUncompressedSize, most);
+  ZipReader reader(at_bound.data(), at_bound.size());
+  try {
+    reader.verify();
+    ADD_FAILURE() << "verified a member shorter than declared";
+  } catch (const FormatError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("member 'deflated': data has 1048576 bytes, the central "
+                                        "directory says " +
+                                        std::to_string(most)));
+  }
+}
+
+}  // namespace
+}  // namespace tth::container
