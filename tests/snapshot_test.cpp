@@ -20,6 +20,7 @@ using test::run_command;
 using test::same_tensor;
 using test::shell_quote;
 using test::TempDir;
+using test::Training;
 using test::write_file;
 
 // The regular files under `dir`, but the lock files a live (or killed) run keeps there.
@@ -95,32 +96,6 @@ TEST(AtomicWrite, TempNamesAreRecognisedAndCleaned) {
 }
 
 // ---- the snapshot extension ----
-
-// A small training setup whose whole state a snapshot saves.
-struct Training {
-  explicit Training(const std::string& out, int64_t seed = 0, int64_t width = 4) {
-    torch::manual_seed(seed);
-    model = torch::nn::Sequential(torch::nn::Linear(3, width), torch::nn::Linear(width, 2));
-    optimizer =
-        std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
-    hook = std::make_unique<TorchTrainerHook>(HookOptions(4).out(out));
-    hook->add_model("main", model);
-    hook->add_optimizer("main", optimizer);
-  }
-  void step() {
-    hook->run_iteration([&] {
-      optimizer->zero_grad();
-      model->forward(torch::randn({5, 3})).pow(2).mean().backward();
-      optimizer->step();
-    });
-  }
-  void steps(int n) {
-    for (int i = 0; i < n; ++i) step();
-  }
-  torch::nn::Sequential model{nullptr};
-  std::shared_ptr<torch::optim::Adam> optimizer;
-  std::unique_ptr<TorchTrainerHook> hook;
-};
 
 TEST(Snapshot, FilenameFieldsChainerFieldsAndSubdirectories) {
   TempDir dir;

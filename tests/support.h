@@ -87,6 +87,33 @@ class CapturedWarnings {
   WarningHandler previous_;
 };
 
+/// A small model (3 -> width -> 2) with Adam, registered as "main" with a hook writing to
+/// `out`: the training that the snapshot tests save, kill and resume.
+struct Training {
+  explicit Training(const std::string& out, int64_t seed = 0, int64_t width = 4) {
+    torch::manual_seed(seed);
+    model = torch::nn::Sequential(torch::nn::Linear(3, width), torch::nn::Linear(width, 2));
+    optimizer =
+        std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
+    hook = std::make_unique<TorchTrainerHook>(HookOptions(4).out(out));
+    hook->add_model("main", model);
+    hook->add_optimizer("main", optimizer);
+  }
+  void step() {
+    hook->run_iteration([&] {
+      optimizer->zero_grad();
+      model->forward(torch::randn({5, 3})).pow(2).mean().backward();
+      optimizer->step();
+    });
+  }
+  void steps(int n) {
+    for (int i = 0; i < n; ++i) step();
+  }
+  torch::nn::Sequential model{nullptr};
+  std::shared_ptr<torch::optim::Adam> optimizer;
+  std::unique_ptr<TorchTrainerHook> hook;
+};
+
 /// Bitwise equality of dtype, shape and contents.
 inline bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.equal(b);

@@ -24,6 +24,7 @@ using test::run_command;
 using test::same_tensor;
 using test::shell_quote;
 using test::TempDir;
+using test::Training;
 
 // Every printable ASCII character but '/' (the key separator), then é, 中 and an emoji.
 std::string every_character_name() {
@@ -402,27 +403,6 @@ TEST(SnapshotMetadata, AnythingButA0dIntegerInRangeIsAFormatErrorNamingFileAndKe
 // ---- crafted archives ----
 
 // A real snapshot of a small training run.
-struct Training {
-  explicit Training(const std::string& out, int64_t seed = 0) {
-    torch::manual_seed(seed);
-    model = torch::nn::Sequential(torch::nn::Linear(3, 4), torch::nn::Linear(4, 2));
-    optimizer =
-        std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(0.01));
-    hook = std::make_unique<TorchTrainerHook>(HookOptions(4).out(out));
-    hook->add_model("main", model);
-    hook->add_optimizer("main", optimizer);
-  }
-  void step() {
-    hook->run_iteration([&] {
-      optimizer->zero_grad();
-      model->forward(torch::randn({5, 3})).pow(2).mean().backward();
-      optimizer->step();
-    });
-  }
-  torch::nn::Sequential model{nullptr};
-  std::shared_ptr<torch::optim::Adam> optimizer;
-  std::unique_ptr<TorchTrainerHook> hook;
-};
 
 // Writes one crafted archive per case into argv[2] from the real snapshot argv[1], each with
 // correct CRC-32s (zipfile writes them), and prints the case names. The tensor attacked is

@@ -52,8 +52,10 @@ struct SnapshotOptions {
   /// Default: none needed for the built-in formats.
   TORCH_ARG(LoadFunction, loadfun);
   /// File name template, relative to the hook's out directory (or absolute); fmt fields
-  /// {iteration}, {epoch}, {epoch_detail}, {elapsed_time}. Default "snapshot_iter_{iteration}".
-  /// (snapshot_object takes its filename as an argument, which replaces this.)
+  /// {iteration} and {epoch} (specs: none, `d`, `0Nd`), {epoch_detail} and {elapsed_time}
+  /// (none, `.Nf`): only specs whose names read back exactly, so that autoload and n_retains
+  /// find the files. Unset (nullopt) means "snapshot_iter_{iteration}". (snapshot_object takes
+  /// its filename as an argument, which replaces this.)
   TORCH_ARG(std::optional<std::string>, filename);
   /// Saves only when it returns true. Default: always.
   TORCH_ARG(Condition, condition);
