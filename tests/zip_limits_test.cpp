@@ -34,34 +34,6 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 constexpr uint64_t kBombSize = uint64_t{4} << 30;
 constexpr uint64_t kVerifyMemoryLimit = 64 * kMiB;
 
-// Appends to the zip sys.argv[1] (created if missing) a member sys.argv[2] holding the bytes
-// sys.argv[3] (hex), then int(sys.argv[4]) zeros, deflated by zipfile with zlib at level 9
-// (ZIP64 forced). The compressor flushes fully after each write, so that equal chunks compress
-// to equal bytes: each distinct chunk is compressed once and its output repeated, which writes
-// 4 GiB in seconds instead of half a minute, at the same ratio.
-constexpr char kAppendZeros[] = R"(
-import sys, zipfile, zlib
-path, name, prefix, zeros = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
-class Replaying:
-    def __init__(self):
-        self.zlib = zlib.compressobj(9, zlib.DEFLATED, -15)
-        self.last = (None, b'')
-    def compress(self, data):
-        if data is not self.last[0]:
-            self.last = (data, self.zlib.compress(data) + self.zlib.flush(zlib.Z_FULL_FLUSH))
-        return self.last[1]
-    def flush(self):
-        return self.zlib.flush()
-zipfile._get_compressor = lambda *args: Replaying()
-chunk = bytes(16 << 20)
-with zipfile.ZipFile(path, 'a', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-    with z.open(name, 'w', force_zip64=True) as member:
-        member.write(prefix)
-        for _ in range(zeros // len(chunk)):
-            member.write(chunk)
-        member.write(bytes(zeros % len(chunk)))
-)";
-
 // Peak resident memory of this process, reset on demand: writing 5 to /proc/self/clear_refs
 // sets the peak (VmHWM) to the current size (Linux >= 4.0).
 uint64_t status_bytes(const std::string& key) {
@@ -112,7 +84,7 @@ TEST(ZipLimits, ThePeakMemoryProbeSeesTouchedMemory) {
 TEST(ZipLimits, VerifyingA4GiBDeflateBombUsesBoundedMemory) {
   TempDir dir;
   const std::string bomb = dir / "bomb.zip";
-  python(kAppendZeros, {bomb, "bomb", "", std::to_string(kBombSize)});
+  python(test::kAppendZeros, {bomb, "bomb", "", std::to_string(kBombSize)});
   ZipReader reader(bomb);
   ASSERT_EQ(reader.entries().size(), 1u);
   const ZipEntry& entry = reader.entries()[0];
