@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the benchmarks side by side in one process each (shared machines are noisy: compare
 # ratios within a run, not absolute numbers across runs) and prints the comparison tables:
-# the hook's per-iteration overhead, what a snapshot costs against a raw write+fsync, and
-# what a resume costs in memory (resume_memory.cpp).
+# the hook's per-iteration overhead, what a snapshot costs against a raw write+fsync, what a
+# resume costs in memory (resume_memory.cpp), and the MNIST example's training speed against
+# Python PyTorch's (mnist_bench.sh).
 #   benchmarks/run.sh [BUILD_DIR]
 # Snapshot files go to $TTH_BENCH_DIR, else to fresh directories under /var/tmp (not /tmp,
 # which may be a tmpfs). TTH_BENCH_REPETITIONS (default 5) sets the snapshot repetitions.
@@ -72,3 +73,7 @@ for format in torch npz; do
 print("%-10s %10.0f %16.1f %7.2fx" % (r["format"], r["state_mib"], r["peak_above_mib"], r["ratio"]))'
 done
 rm -rf "$memory_dir"
+
+# The MNIST example against the same training in Python PyTorch (mnist_bench.sh).
+echo
+"$here/mnist_bench.sh" "$build"

@@ -22,3 +22,16 @@ if(NOT TARGET TorchTrainerHook::deflate)
     IMPORTED_LOCATION "${TTH_DEFLATE_LIBRARY}"
     INTERFACE_INCLUDE_DIRECTORIES "${TTH_DEFLATE_INCLUDE_DIR}")
 endif()
+# PLplot draws PlotReport's pictures (tth/extensions/plot_report.h); its Cairo devices come
+# from a separate package. Debian ships a pkg-config module and no CMake package.
+if(NOT TARGET TorchTrainerHook::plplot)
+  find_dependency(PkgConfig)
+  pkg_check_modules(TTH_PLPLOT QUIET IMPORTED_TARGET plplot)
+  if(NOT TTH_PLPLOT_FOUND)
+    message(FATAL_ERROR
+      "PLplot not found through pkg-config: install libplplot-dev plplot-driver-cairo")
+  endif()
+  add_library(TorchTrainerHook::plplot INTERFACE IMPORTED)
+  set_target_properties(TorchTrainerHook::plplot PROPERTIES
+    INTERFACE_LINK_LIBRARIES PkgConfig::TTH_PLPLOT)
+endif()

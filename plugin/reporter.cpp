@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include "tth/error.h"
 
 namespace tth {
@@ -65,6 +67,54 @@ double RunningMean::take(const std::string& key, const char* who) {
   sum = 0;
   count = 0;
   return mean;
+}
+
+void DictSummary::add(const Observation& observation) {
+  for (const auto& [key, value] : observation) add(key, value.value());
+}
+
+void DictSummary::add(const std::string& key, double value) {
+  RunningMean& mean = summaries_[key];
+  mean.sum += value;
+  ++mean.count;
+}
+
+std::map<std::string, double> DictSummary::means() const {
+  std::map<std::string, double> means;
+  for (const auto& [key, mean] : summaries_) {
+    if (mean.count > 0) means[key] = mean.sum / static_cast<double>(mean.count);
+  }
+  return means;
+}
+
+StateDict DictSummary::state_dict() const {
+  nlohmann::json summary = nlohmann::json::object();
+  for (const auto& [key, mean] : summaries_) summary[key] = {mean.sum, mean.count};
+  StateDict state;
+  state.set("summary", summary.dump());
+  return state;
+}
+
+void DictSummary::load_state_dict(const StateDict& state, const char* who) {
+  std::map<std::string, RunningMean> summaries;
+  try {
+    const nlohmann::json summary = nlohmann::json::parse(state.text("summary"));
+    if (!summary.is_object()) throw Error("not a JSON object");
+    for (const auto& [key, pair] : summary.items()) {
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number() ||
+          !pair[1].is_number_integer() || pair[1].get<int64_t>() < 0) {
+        throw Error(fmt::format("entry '{}' is not [sum, count]", key));
+      }
+      summaries[key] = RunningMean{pair[0].get<double>(), pair[1].get<int64_t>()};
+    }
+  } catch (const nlohmann::json::exception& error) {
+    throw StateError(who, "summary", fmt::format("malformed JSON: {}", error.what()));
+  } catch (const StateError&) {
+    throw;
+  } catch (const Error& error) {
+    throw StateError(who, "summary", error.what());
+  }
+  summaries_ = std::move(summaries);
 }
 
 ObservationScope::ObservationScope(Observation& observation) : previous_(active_observation) {

@@ -13,6 +13,7 @@
 #include "module_state.h"
 #include "optimizer_state.h"
 #include "rng_state.h"
+#include "scheduler_state.h"
 #include "tth/diagnostics.h"
 #include "tth/error.h"
 #include "tth/state_layout.h"
@@ -22,14 +23,6 @@ namespace tth {
 namespace layout = state_layout;
 
 namespace {
-
-// LRScheduler keeps its step count protected and has no state_dict in LibTorch 1.13; a
-// member pointer named through a derived class reaches it without changing the object.
-struct SchedulerAccess : torch::optim::LRScheduler {
-  static unsigned& step_count(torch::optim::LRScheduler& scheduler) {
-    return scheduler.*(&SchedulerAccess::step_count_);
-  }
-};
 
 void append(std::vector<std::string>& to, const std::vector<std::string>& from) {
   to.insert(to.end(), from.begin(), from.end());
@@ -287,17 +280,8 @@ void TrainingState::add_scheduler(const std::string& name,
   check_argument(scheduler != nullptr, "add_scheduler", "scheduler", "must not be null");
   check_name("add_scheduler", name, schedulers_.count(name) != 0);
   torch::optim::LRScheduler* raw = scheduler.get();  // kept alive by schedulers_
-  auto save = [raw] {
-    StateDict state;
-    state.set_int(std::string(layout::kStepCount), SchedulerAccess::step_count(*raw));
-    return state;
-  };
-  auto load = [raw](const StateDict& state) {
-    const std::string key(layout::kStepCount);
-    if (state.contains(key)) {
-      SchedulerAccess::step_count(*raw) = static_cast<unsigned>(state.get_int(key));
-    }
-  };
+  auto save = [raw] { return scheduler_state_dict(*raw); };
+  auto load = [raw](const StateDict& state) { load_scheduler_state(*raw, state); };
   add(layout::key(layout::kSchedulers, name), function_part(save, load));
   schedulers_.emplace(name, std::move(scheduler));
 }

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ ccache pkg-config
   libtorch-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libdeflate-dev
+  libplplot-dev plplot-driver-cairo  # PlotReport: PNG, SVG and PDF through Cairo
+  libcli11-dev dataset-fashion-mnist  # the example: its flags and its default data
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy unzip
   clang libclang-rt-14-dev  # the libFuzzer target (ctest -L fuzz)

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "support.h"
+#include "test_programs.h"
 
 namespace tth {
 namespace {

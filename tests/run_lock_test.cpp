@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "test_programs.h"
 
 extern char** environ;
 

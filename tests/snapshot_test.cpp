@@ -7,6 +7,7 @@
 #include <random>
 
 #include "support.h"
+#include "test_programs.h"
 
 extern char** environ;
 

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "support.h"
+#include "test_programs.h"
 
 namespace tth {
 namespace {

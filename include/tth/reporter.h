@@ -62,6 +62,30 @@ struct RunningMean {
   double take(const std::string& key, const char* who);
 };
 
+/// Means of every reported key over an interval (Chainer's reporter.DictSummary): what
+/// LogReport, PlotReport and Evaluator average. Its state is one JSON text (keys vary), with
+/// sums and counts written exactly, so a resumed interval continues the same means.
+class DictSummary {
+ public:
+  /// Adds every value of `observation`.
+  void add(const Observation& observation);
+  /// Adds `value` under `key`.
+  void add(const std::string& key, double value);
+  /// The mean of each key added since the last reset, by key.
+  std::map<std::string, double> means() const;
+  /// Forgets every value: a new interval starts.
+  void reset() { summaries_.clear(); }
+  bool empty() const noexcept { return summaries_.empty(); }
+
+  /// {"summary": text}, the text a JSON object {key: [sum, count]}.
+  StateDict state_dict() const;
+  /// Throws tth::StateError naming `who` and the key "summary" for a malformed text.
+  void load_state_dict(const StateDict& state, const char* who = "DictSummary");
+
+ private:
+  std::map<std::string, RunningMean> summaries_;
+};
+
 /// Makes `observation` the target of report() in this thread while alive (nestable: the
 /// previous target is restored). The manager opens one per iteration.
 class ObservationScope {

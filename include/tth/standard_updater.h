@@ -1,15 +1,26 @@
-// StandardUpdater: the usual step over a LibTorch data loader.
+// StandardUpdater: the usual step over batches of a dataset.
 //
-// Each update takes the next batch from the loader (starting a new pass at the end of one),
-// zeroes the gradients, computes `loss(batch)`, back-propagates, steps the optimizer and
-// reports the loss as "main/loss". The model and the optimizer are registered as "main" with
-// the manager (so snapshots hold both), and the model is put in training mode before each
-// step (an evaluator may have switched it to eval mode).
+// Each update takes the next batch (starting a new epoch at the end of one), zeroes the
+// gradients, computes `loss(batch)`, back-propagates, steps the optimizer and reports the loss
+// as "main/loss". The model and the optimizer are registered as "main" with the manager (so
+// snapshots hold both), and the model is put in training mode before each step (an evaluator
+// may have switched it to eval mode).
 //
-// Any LibTorch loader works (`torch::data::make_data_loader(...)`), whether it yields stacked
-// `torch::data::Example<>` batches or vectors of examples (stacked here). `iters_per_epoch`
-// follows from the dataset size and the loader's batch size and drop_last; at the end of
-// each pass the updater checks that the loader gave that many batches.
+// The batches come from one of two sources:
+//   * A BatchIterator (batch_iterator.h), given or built here from a dataset and
+//     BatchIteratorOptions: the updater's state (saved by Trainer under state/updater/) holds
+//     the iterator's epoch and position, so a snapshot taken anywhere, mid-epoch included,
+//     resumes with the very batch the uninterrupted run would have taken next.
+//       auto updater = std::make_shared<tth::StandardUpdater>(
+//           dataset, tth::BatchIteratorOptions(64).seed(1), model, optimizer, loss);
+//   * A LibTorch data loader (`torch::data::make_data_loader(...)`), yielding stacked
+//     `torch::data::Example<>` batches or vectors of examples (stacked here). Its sampler's
+//     position is private to LibTorch, so the updater saves nothing of it: a resume is exact
+//     only at an epoch boundary; mid-epoch, the loader starts a new pass. At the end of each
+//     pass the updater checks that the loader gave iters_per_epoch batches.
+//
+// `iters_per_epoch` is the iterator's batches_per_epoch(), or for a loader follows from the
+// dataset size, its batch size and drop_last.
 //
 // Thread safety: training thread only.
 #pragma once
@@ -21,20 +32,35 @@
 #include <optional>
 #include <vector>
 
+#include "tth/batch_iterator.h"
 #include "tth/torch_fwd.h"
 #include "tth/updater.h"
 
 namespace tth {
 
-/// A batch of inputs and targets.
-using Batch = torch::data::Example<>;
 /// Computes the loss of a batch (forward pass and criterion), e.g.
 /// `[&](const tth::Batch& b) { return torch::nll_loss(model->forward(b.data), b.target); }`.
 using LossFunction = std::function<at::Tensor(const Batch&)>;
 
-/// Trains `model` with `optimizer` on the batches of a data loader; see the header comment.
+/// Trains `model` with `optimizer` on batches of a dataset; see the header comment.
 class StandardUpdater : public Updater {
  public:
+  /// Trains on the batches of `iterator`, whose position is the updater's state.
+  /// REQUIRES: non-null iterator, model and optimizer; a callable loss.
+  StandardUpdater(std::shared_ptr<BatchIterator> iterator, std::shared_ptr<torch::nn::Module> model,
+                  std::shared_ptr<torch::optim::Optimizer> optimizer, LossFunction loss);
+
+  /// Trains on batches of a LibTorch dataset, drawn as `options` say: the same as the
+  /// constructor above with `std::make_shared<BatchIterator>(dataset, options)`.
+  template <typename Dataset>
+  StandardUpdater(std::shared_ptr<Dataset> dataset, BatchIteratorOptions options,
+                  std::shared_ptr<torch::nn::Module> model,
+                  std::shared_ptr<torch::optim::Optimizer> optimizer, LossFunction loss)
+      : StandardUpdater(std::make_shared<BatchIterator>(std::move(dataset), std::move(options)),
+                        std::move(model), std::move(optimizer), std::move(loss)) {}
+
+  /// Trains on the batches of a LibTorch data loader over `dataset_size` examples. Resumes
+  /// exactly only at epoch boundaries (see the header comment).
   /// REQUIRES: non-null loader, model and optimizer; a callable loss; dataset_size > 0.
   template <typename DataLoader>
   StandardUpdater(std::unique_ptr<DataLoader> loader, size_t dataset_size,
@@ -55,6 +81,7 @@ class StandardUpdater : public Updater {
   /// call starts a new pass).
   using BatchSource = std::function<std::optional<Batch>()>;
   /// Builds the updater from a batch source that yields `iters_per_epoch` batches per pass.
+  /// Like a loader, a source has no saved position: resumes are exact at epoch boundaries.
   StandardUpdater(BatchSource source, double iters_per_epoch,
                   std::shared_ptr<torch::nn::Module> model,
                   std::shared_ptr<torch::optim::Optimizer> optimizer, LossFunction loss);
@@ -63,13 +90,18 @@ class StandardUpdater : public Updater {
   void attach(TorchTrainerHook& hook) override;
   void update() override;
 
+  /// The updater's state: the iterator's state under "iterator/" (nothing for a loader or a
+  /// batch source).
+  StateDict state_dict() const override;
+  /// Loads a state of state_dict(); see BatchIterator::load_state_dict for its errors.
+  void load_state_dict(const StateDict& state) override;
+
   torch::nn::Module& model() { return *model_; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  /// The batch iterator; null when the batches come from a loader or a batch source.
+  const std::shared_ptr<BatchIterator>& iterator() const noexcept { return iterator_; }
 
  private:
-  static Batch to_batch(Batch batch) { return batch; }
-  static Batch to_batch(const std::vector<Batch>& examples);
-
   template <typename DataLoader>
   static double batches_per_pass(const DataLoader* loader, size_t dataset_size) {
     if (loader == nullptr) null_loader();
@@ -96,6 +128,10 @@ class StandardUpdater : public Updater {
     };
   }
 
+  void check_arguments() const;
+  std::optional<Batch> next_from_source();
+
+  std::shared_ptr<BatchIterator> iterator_;  // null: batches come from source_
   BatchSource source_;
   double iters_per_epoch_;
   std::shared_ptr<torch::nn::Module> model_;

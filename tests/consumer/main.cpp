@@ -1,6 +1,8 @@
-// A consumer of the library: trains a linear model for two epochs with one extension.
+// A consumer of the library: trains a linear model for two epochs with one extension of its
+// own, a LogReport and a PlotReport (whose PLplot the static library must bring along).
 #include <torch/torch.h>
 
+#include <fstream>
 #include <iostream>
 
 #include "tth/tth.h"
@@ -13,6 +15,9 @@ int main() {
   int epochs = 0;
   hook.extend(tth::make_extension([&](tth::TorchTrainerHook&) { ++epochs; }), "count",
               {1, tth::epoch});
+  hook.extend(std::make_shared<tth::LogReport>());
+  hook.extend(std::make_shared<tth::PlotReport>(std::vector<std::string>{"main/loss"},
+                                                tth::PlotReportOptions().filename("loss.svg")));
   while (!hook.done()) {
     hook.run_iteration([&] {
       auto x = torch::randn({4, 2});
@@ -24,5 +29,6 @@ int main() {
     });
   }
   std::cout << "consumer: " << hook.iteration() << " iterations, " << epochs << " epochs\n";
-  return hook.iteration() == 10 && epochs == 2 ? 0 : 1;
+  const bool plotted = std::ifstream(hook.out() + "/loss.svg").good();
+  return hook.iteration() == 10 && epochs == 2 && plotted ? 0 : 1;
 }

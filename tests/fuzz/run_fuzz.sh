@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Builds and runs a libFuzzer target of the container code for a fixed time; the ctest tests
-# `fuzz_zip_reader` and `fuzz_pickle_reader` (label fuzz) call it.
-#   tests/fuzz/run_fuzz.sh [--target zip_reader|pickle] SOURCE_DIR WORK_DIR [SECONDS]
+# Builds and runs a libFuzzer target of the container code, or of the MNIST example's IDX
+# reader, for a fixed time; the ctest tests `fuzz_zip_reader`, `fuzz_pickle_reader` and
+# `fuzz_idx_reader` (label fuzz) call it.
+#   tests/fuzz/run_fuzz.sh [--target zip_reader|pickle|idx] SOURCE_DIR WORK_DIR [SECONDS]
 # --target zip_reader (the default): zip_reader_fuzz.cpp, the zip and npy readers.
 # --target pickle: pickle_fuzz.cpp, the restricted pickle reader and the tensor-archive layout
 # (container/pickle.h), seeded with real archives: the data.pkl and the whole file of
 # torch.jit.save'd modules and torch.save'd dicts, and, when $TTH_TOOL names the tth tool (ctest
 # sets it), of our own torch_savefun's output (`tth convert` of npz files numpy writes).
+# --target idx: idx_fuzz.cpp, the IDX reader of examples/mnist/idx.cpp (LibTorch-free), built
+# from it and plugin/error.cpp only, seeded with small IDX files, raw and gzip, cut from
+# Debian's Fashion-MNIST when installed and generated otherwise.
 # SECONDS defaults to $TTH_FUZZ_SECONDS, else 20. WORK_DIR is build/tests/fuzz: there CMake
 # writes container_sources.txt, the container's sources (TTH_CONTAINER_SOURCES in the top-level
 # CMakeLists.txt, absolute paths, one a line), which the fuzzers are built from. WORK_DIR also
@@ -18,15 +22,15 @@
 # memory or sanitizer report, printing the report and the command that reproduces it.
 set -euo pipefail
 
-usage() { echo "usage: $0 [--target zip_reader|pickle] SOURCE_DIR WORK_DIR [SECONDS]" >&2; exit 2; }
+usage() { echo "usage: $0 [--target zip_reader|pickle|idx] SOURCE_DIR WORK_DIR [SECONDS]" >&2; exit 2; }
 target=zip_reader
 if [[ ${1:-} == --target ]]; then
   [[ $# -ge 2 ]] || usage
   target=$2
   shift 2
 fi
-if [[ $target != zip_reader && $target != pickle ]]; then
-  echo "fuzz: --target must be zip_reader or pickle, got '$target'" >&2
+if [[ $target != zip_reader && $target != pickle && $target != idx ]]; then
+  echo "fuzz: --target must be zip_reader, pickle or idx, got '$target'" >&2
   exit 2
 fi
 [[ $# -ge 2 && $# -le 3 ]] || usage
@@ -63,6 +67,15 @@ for source in "${container_sources[@]}"; do
 done
 fuzzer=$work_dir/${target}_fuzz
 sources=("$source_dir/tests/fuzz/${target}_fuzz.cpp" "${container_sources[@]}")
+include_dirs=(-I "$source_dir/plugin" -I "$source_dir/include")
+if [[ $target == idx ]]; then
+  # The reader and the error classes it throws; nothing else of the container.
+  mapfile -t error_source < <(grep '/plugin/error\.cpp$' "$source_list")
+  [[ ${#error_source[@]} -eq 1 ]] || { echo "fuzz: plugin/error.cpp is not listed in $source_list" >&2; exit 1; }
+  sources=("$source_dir/tests/fuzz/idx_fuzz.cpp" "$source_dir/examples/mnist/idx.cpp"
+    "${error_source[0]}")
+  include_dirs+=(-I "$source_dir/examples/mnist")
+fi
 inputs=("${sources[@]}" "$source_dir"/include/tth/*.h "$source_list" "${BASH_SOURCE[0]}")
 while IFS= read -r dir; do
   for header in "$dir"/*.h; do
@@ -79,7 +92,7 @@ else
 fi
 if (( stale )); then
   if ! "$cxx" -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined \
-      -fno-sanitize-recover=undefined -I "$source_dir/plugin" -I "$source_dir/include" \
+      -fno-sanitize-recover=undefined "${include_dirs[@]}" \
       -DTTH_HAVE_LIBDEFLATE "${sources[@]}" -lz -ldeflate -o "$fuzzer.tmp" \
       >"$state_dir/build.log" 2>&1; then
     cat "$state_dir/build.log" >&2
@@ -279,6 +292,47 @@ for name in sorted(os.listdir(out)):
 PY
 }
 
+idx_seeds() {
+  "$python" - "$1" <<'PY'
+import gzip, os, random, struct, sys
+
+out = sys.argv[1]
+fashion = "/usr/share/datasets/fashion-mnist"
+
+def put(name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+
+def idx(type_code, dims, data):
+    return bytes([0, 0, type_code, len(dims)]) + struct.pack(">" + "I" * len(dims), *dims) + data
+
+# A few real images and labels when Debian's dataset-fashion-mnist is there, else noise.
+count = 3
+try:
+    with gzip.open(os.path.join(fashion, "t10k-images-idx3-ubyte.gz")) as f:
+        pixels = f.read(16 + count * 784)[16:]
+    with gzip.open(os.path.join(fashion, "t10k-labels-idx1-ubyte.gz")) as f:
+        labels = f.read(8 + 20)[8:]
+except OSError:
+    rng = random.Random(0)
+    pixels = bytes(rng.randrange(256) for _ in range(count * 784))
+    labels = bytes(rng.randrange(10) for _ in range(20))
+
+images = idx(0x08, [count, 28, 28], pixels)
+label_file = idx(0x08, [len(labels)], labels)
+small = idx(0x08, [2, 3, 4], bytes(range(24)))
+for name, data in {
+    "images": images, "labels": label_file, "small": small,
+    "zero_images": idx(0x08, [0, 28, 28], b""),
+    "truncated": images[:200], "trailing": label_file + b"\x00\x01",
+    "float_type": idx(0x0D, [1, 2, 2], bytes(16)), "two_dims": idx(0x08, [2, 2], bytes(4)),
+}.items():
+    put(name + ".idx", data)
+    put(name + ".idx.gz", gzip.compress(data, mtime=0))
+put("two_members.gz", gzip.compress(small[:9], mtime=0) + gzip.compress(small[9:], mtime=0))
+PY
+}
+
 seeds=$state_dir/seeds
 if [[ ! -f $seeds/.complete || ${BASH_SOURCE[0]} -nt $seeds/.complete ]]; then
   rm -rf "$seeds"
@@ -293,7 +347,16 @@ fi
 
 # Tokens of the formats, so mutations reach past the signature and header checks.
 dict=$state_dir/$target.dict
-if [[ $target == pickle ]]; then
+if [[ $target == idx ]]; then
+  cat >"$dict" <<'EOF'
+images_magic="\x00\x00\x08\x03"
+labels_magic="\x00\x00\x08\x01"
+float_magic="\x00\x00\x0d\x03"
+gzip_magic="\x1f\x8b\x08\x00"
+dim_28="\x00\x00\x00\x1c"
+dim_max="\xff\xff\xff\xff"
+EOF
+elif [[ $target == pickle ]]; then
   cat >"$dict" <<'EOF'
 proto="\x80\x02"
 rebuild="ctorch._utils\x0a_rebuild_tensor_v2\x0a"
