@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 cd "${BUILD_DIR:-build}"
 if [[ $# -eq 0 ]]; then set -- -LE 'stress|large'; fi
-ctest --output-on-failure --timeout 1500 "$@"
+# As many tests at once as there are cores: most are single-threaded processes, and the
+# long ones (the consumer build, the fuzzers) then overlap the rest.
+ctest --output-on-failure --timeout 1500 --parallel "$(nproc)" "$@"
