@@ -47,6 +47,23 @@ void BM_SmallMlpStep(benchmark::State& state) {
 }
 BENCHMARK(BM_SmallMlpStep);
 
+// FailOnNonNumber every iteration on the parameters and gradients of the MNIST example's CNN
+// (225,034 numbers in 8 tensors, each checked twice): what the check adds to its ~25 ms step.
+void BM_FailOnNonNumberCnn(benchmark::State& state) {
+  torch::manual_seed(0);
+  torch::nn::Sequential model(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 3)),
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 3)),
+                              torch::nn::Linear(1600, 128), torch::nn::Linear(128, 10));
+  for (auto& parameter : model->parameters())
+    parameter.mutable_grad() = torch::randn_like(parameter);
+  tth::TorchTrainerHook hook{tth::HookOptions(100)};
+  hook.add_model("main", model.ptr());
+  hook.extend(std::make_shared<tth::FailOnNonNumber>());
+  for (auto _ : state) hook.run_iteration([] {});
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_FailOnNonNumberCnn);
+
 }  // namespace
 
 BENCHMARK_MAIN();

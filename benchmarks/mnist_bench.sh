@@ -9,12 +9,12 @@
 #   Python full the loop plus per-epoch evaluation and a torch.save (fsynced) of model and
 #               optimizer
 # Both sides count training images over the wall time of their loop (data loading and
-# process start excluded); the final test evaluation is outside the timed region. The four
+# process start excluded); the final test evaluation is outside the timed region. The five
 # runs are repeated in rounds, interleaved, and each keeps its best rate: on a shared machine
 # the load changes from one run to the next, and the best of a few is the least disturbed.
 #   benchmarks/mnist_bench.sh [BUILD_DIR]
 # Environment: TTH_MNIST_DATA (default /usr/share/datasets/fashion-mnist), TTH_MNIST_LIMIT
-# (examples of each split, default 10000), TTH_MNIST_EPOCHS (default 1), TTH_MNIST_THREADS
+# (at most this many examples of each split; default all: 60000 training, 10000 test), TTH_MNIST_EPOCHS (default 1), TTH_MNIST_THREADS
 # (default: all cores), TTH_MNIST_BATCH (default 64), TTH_MNIST_ROUNDS (default 2). Output
 # directories go under $TTH_BENCH_DIR, else /var/tmp (not /tmp, which may be a tmpfs), and are
 # removed.
@@ -24,20 +24,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 mnist=$build/examples/mnist/mnist
 [[ -x $mnist ]] || { echo "mnist_bench: $mnist not found; build it: scripts/build.sh --target mnist" >&2; exit 1; }
 data=${TTH_MNIST_DATA:-/usr/share/datasets/fashion-mnist}
-limit=${TTH_MNIST_LIMIT:-10000}
+limit=${TTH_MNIST_LIMIT:-}
 epochs=${TTH_MNIST_EPOCHS:-1}
 threads=${TTH_MNIST_THREADS:-$(nproc)}
 batch=${TTH_MNIST_BATCH:-64}
 rounds=${TTH_MNIST_ROUNDS:-2}
-# Both processes get the same glibc malloc settings: by default glibc gives freed blocks of a
-# few MiB back to the kernel and page-faults them in again at the next iteration, and how
-# often it does so depends on each process's allocation history (the C++ example took 4x the
-# page faults of the Python script, 15-20% of its time), which is not what this compares.
-export MALLOC_MMAP_THRESHOLD_=$((256 << 20)) MALLOC_TRIM_THRESHOLD_=$((1 << 30))
+# Each program runs as its users run it: the example keeps freed blocks in glibc's heap itself
+# (mallopt, see its main.cpp), Python with glibc's defaults. A fifth run gives the Python loop
+# the example's malloc settings through glibc's environment variables, to show what they are
+# worth there too ("Python bare loop, tuned malloc").
+tuned_malloc=(MALLOC_MMAP_THRESHOLD_=$((64 << 20)) MALLOC_TRIM_THRESHOLD_=$((512 << 20)))
 work=$(mktemp -d "${TTH_BENCH_DIR:-/var/tmp}/tth-mnist-bench-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-common=(--data "$data" --limit "$limit" --epochs "$epochs" --threads "$threads"
-  --batch-size "$batch" --seed 0)
+common=(--data "$data" --epochs "$epochs" --threads "$threads" --batch-size "$batch" --seed 0)
+[[ -z $limit ]] || common+=(--limit "$limit")
 
 # The images/s of the example's last line: "... in 12.3 s: 1234 images/s".
 cpp_rate() {
@@ -55,7 +55,9 @@ cpp_rate() {
   echo "$rate"
 }
 python_rate() {
-  TTH_BENCH_DIR=$work /usr/bin/python3 "$here/mnist_python.py" "${common[@]}" --mode "$1" |
+  local mode=$1
+  shift
+  env "$@" TTH_BENCH_DIR="$work" /usr/bin/python3 "$here/mnist_python.py" "${common[@]}" --mode "$mode" |
     /usr/bin/python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["images_per_second"])'
 }
 
@@ -65,12 +67,13 @@ for ((round = 0; round < rounds; ++round)); do
   cpp_full=$(cpp_rate full)
   python_bare=$(python_rate bare)
   python_full=$(python_rate full)
-  echo "$cpp_bare $cpp_full $python_bare $python_full" >>"$work/rates.txt"
+  python_tuned=$(python_rate bare "${tuned_malloc[@]}")
+  echo "$cpp_bare $cpp_full $python_bare $python_full $python_tuned" >>"$work/rates.txt"
 done
-/usr/bin/python3 - "$work/rates.txt" "$limit" "$epochs" "$batch" "$threads" "$rounds" <<'PY'
+/usr/bin/python3 - "$work/rates.txt" "${limit:-all}" "$epochs" "$batch" "$threads" "$rounds" <<'PY'
 import sys
 rounds = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
-cpp_bare, cpp_full, py_bare, py_full = (max(column) for column in zip(*rounds))
+cpp_bare, cpp_full, py_bare, py_full, py_tuned = (max(column) for column in zip(*rounds))
 limit, epochs, batch, threads, count = sys.argv[2:7]
 print(f"MNIST-format CNN: {epochs} epoch(s) of {limit} images, batch {batch}, {threads} threads, "
       f"best of {count} rounds (training images per second; higher is better)")
@@ -78,8 +81,10 @@ print(f"{'run':46} {'images/s':>9} {'x own bare':>11} {'C++ / Python':>13}")
 rows = [("C++ bare loop (--no-extensions)", cpp_bare, cpp_bare, cpp_bare / py_bare),
         ("C++ with every extension and snapshots", cpp_full, cpp_bare, cpp_full / py_full),
         ("Python bare loop", py_bare, py_bare, None),
-        ("Python with evaluation + torch.save", py_full, py_bare, None)]
+        ("Python with evaluation + torch.save", py_full, py_bare, None),
+        ("Python bare loop, tuned malloc", py_tuned, py_bare, None)]
 for name, rate, bare, versus in rows:
     ratio = f"{versus:12.2f}x" if versus is not None else f"{'':13}"
     print(f"{name:46} {rate:9.0f} {rate / bare:10.2f}x {ratio}")
+print(f"C++ with every extension and snapshots / Python bare loop: {cpp_full / py_bare:.2f}x")
 PY

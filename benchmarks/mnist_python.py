@@ -8,7 +8,7 @@ deviation, the first --limit examples of each split), batch size, optimizer (SGD
 0.9, or Adam), cross-entropy loss and thread count. Two modes:
   bare  the training loop alone;
   full  the loop plus, after each epoch, an evaluation on the test split (eval mode, no_grad,
-        batches of 250 as the C++ evaluator's) and a torch.save of the model and optimizer
+        batches of 125 as the C++ evaluator's) and a torch.save of the model and optimizer
         state dicts, fsynced, as a snapshot.
 Prints one JSON line: {"mode", "images", "seconds", "images_per_second", "test_accuracy"},
 the rate counting training images over the wall time of the loop (data loading excluded, as
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-EVAL_BATCH_SIZE = 250  # as the C++ example's evaluator
+EVAL_BATCH_SIZE = 125  # as the C++ example's evaluator
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

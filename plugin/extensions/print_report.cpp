@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "check_argument.h"
+#include "terminal.h"
 #include "tth/error.h"
 #include "tth/extensions/log_report.h"
 #include "tth/extensions/progress_bar.h"
@@ -20,7 +21,6 @@ constexpr char kPrintedRows[] = "printed_rows";
 // Chainer's columns: at least 10 characters, then two spaces.
 constexpr std::size_t kMinimumWidth = 10;
 constexpr char kSeparator[] = "  ";
-constexpr char kEraseBelow[] = "\033[J";
 
 // Characters (code points) of a UTF-8 text, as Python's len() counts them.
 std::size_t length(const std::string& text) {
@@ -89,7 +89,7 @@ void PrintReport::operator()(TorchTrainerHook& hook) {
     header_printed_ = true;
   }
   for (; printed_rows_ < static_cast<int64_t>(log.size()); ++printed_rows_) {
-    if (erase_) out << kEraseBelow;
+    if (erase_) out << terminal::kEraseBelow;
     print_row(log[static_cast<std::size_t>(printed_rows_)]);
   }
   out.flush();

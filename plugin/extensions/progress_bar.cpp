@@ -10,6 +10,7 @@
 
 #include "check_argument.h"
 #include "epoch_tolerance.h"
+#include "terminal.h"
 #include "tth/torch_trainer_hook.h"
 
 namespace tth {
@@ -19,9 +20,6 @@ namespace {
 constexpr char kWho[] = "ProgressBar";
 // Chainer measures the speed over its last 100 updates.
 constexpr std::size_t kRecentUpdates = 100;
-// Escape codes: erase from the cursor to the end of the screen; move the cursor up n lines.
-constexpr char kEraseBelow[] = "\033[J";
-constexpr char kCursorUp[] = "\033[{}A";
 // Longer estimates than this (about 30 million years) are not shown as a time.
 constexpr double kLongestEstimate = 1e15;
 
@@ -126,9 +124,9 @@ void ProgressBar::operator()(TorchTrainerHook& hook) {
   std::ostream& out = *options_.out();
   if (terminal()) {
     const std::vector<std::string> lines = terminal_lines(hook, speed);
-    out << kEraseBelow;
+    out << terminal::kEraseBelow;
     for (const std::string& line : lines) out << line;
-    out << fmt::format(kCursorUp, lines.size());
+    out << fmt::format(terminal::kCursorUp, lines.size());
     drawn_ = true;
   } else {
     out << plain_line(hook, speed) << '\n';
@@ -139,7 +137,7 @@ void ProgressBar::operator()(TorchTrainerHook& hook) {
 void ProgressBar::finalize(TorchTrainerHook& hook) {
   (void)hook;
   if (!drawn_) return;
-  *options_.out() << kEraseBelow;
+  *options_.out() << terminal::kEraseBelow;
   options_.out()->flush();
   drawn_ = false;
 }
