@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "check_argument.h"
+#include "libtorch_compat.h"
 #include "tth/error.h"
 #include "tth/state_layout.h"
 
@@ -103,10 +104,6 @@ void fields(V& v, torch::optim::RMSpropParamState& s) {
   v.tensor("square_avg", s.square_avg(), Need::kRequired);
   v.tensor("momentum_buffer", s.momentum_buffer(), Need::kOptional);
   v.tensor("grad_avg", s.grad_avg(), Need::kOptional);
-}
-
-std::string param_key(const at::Tensor& param) {
-  return c10::guts::to_string(param.unsafeGetTensorImpl());
 }
 
 // Saves fields into a StateDict under a prefix; undefined tensors are skipped.
@@ -248,7 +245,7 @@ StateDict optimizer_state_dict(const torch::optim::Optimizer& optimizer) {
       fields(saver, static_cast<Options&>(const_cast<OptimizerOptions&>(groups[g].options())));
       const auto& params = groups[g].params();
       for (size_t i = 0; i < params.size(); ++i) {
-        auto found = optimizer.state().find(param_key(params[i]));
+        auto found = optimizer.state().find(compat::optimizer_state_key(params[i]));
         if (found == optimizer.state().end()) continue;
         Saver state_saver{out, state_prefix(g, i)};
         fields(state_saver, static_cast<State&>(*found->second));
@@ -301,8 +298,8 @@ void check_optimizer_state(const torch::optim::Optimizer& optimizer, const State
 std::function<void()> prepare_optimizer_state(torch::optim::Optimizer& optimizer, StateDict& state,
                                               bool strict) {
   std::vector<std::unique_ptr<OptimizerOptions>> options;
-  std::vector<std::pair<std::string, std::unique_ptr<OptimizerParamState>>> loaded;
-  std::vector<std::string> never_stepped;
+  std::vector<std::pair<compat::OptimizerStateKey, std::unique_ptr<OptimizerParamState>>> loaded;
+  std::vector<compat::OptimizerStateKey> never_stepped;
   dispatch(optimizer, [&](auto options_tag, auto state_tag) {
     using Options = decltype(options_tag);
     using State = decltype(state_tag);
@@ -317,13 +314,13 @@ std::function<void()> prepare_optimizer_state(torch::optim::Optimizer& optimizer
         const std::string prefix = state_prefix(g, i);
         if (!has_state(state, prefix, names)) {
           // Strict: the state says this parameter never stepped. Non-strict: left out, kept.
-          if (strict) never_stepped.push_back(param_key(params[i]));
+          if (strict) never_stepped.push_back(compat::optimizer_state_key(params[i]));
           continue;
         }
         auto param_state = std::make_unique<State>();
         Loader state_loader{state, prefix, &params[i]};
         fields(state_loader, *param_state);
-        loaded.emplace_back(param_key(params[i]), std::move(param_state));
+        loaded.emplace_back(compat::optimizer_state_key(params[i]), std::move(param_state));
       }
     }
   });
@@ -333,7 +330,7 @@ std::function<void()> prepare_optimizer_state(torch::optim::Optimizer& optimizer
           never_stepped = std::move(never_stepped)]() {
     auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(std::move((*options)[g]));
-    for (const std::string& key : never_stepped) optimizer.state().erase(key);
+    for (const auto& key : never_stepped) optimizer.state().erase(key);
     for (auto& [key, param_state] : *loaded) optimizer.state()[key] = std::move(param_state);
   };
 }

@@ -1,6 +1,7 @@
 #include "rng_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
 #include <mutex>
@@ -17,9 +18,12 @@ void for_each_generator(Fn&& fn) {
   fn(std::string(state_layout::kCpu), at::detail::getDefaultCPUGenerator());
   const auto& cuda = at::detail::getCUDAHooks();
   if (!cuda.hasCUDA()) return;
+  // Through the Context, whose name for it is the same in LibTorch 1.13 and 2.x (the hooks'
+  // getDefaultCUDAGenerator became getDefaultGenerator).
   for (int device = 0; device < cuda.getNumGPUs(); ++device) {
     fn(state_layout::key(state_layout::kCuda, std::to_string(device)),
-       cuda.getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device)));
+       at::globalContext().defaultGenerator(
+           c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device))));
   }
 }
 

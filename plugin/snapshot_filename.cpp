@@ -207,6 +207,12 @@ SnapshotFilename::SnapshotFilename(const std::string& pattern)
   try {
     sample = render(pattern_, {1, 1, 1.5, 1.5});
   } catch (const fmt::format_error& error) {
+    // A known field with a spec that fmt refuses gets the requirement on specs, as one that
+    // fmt takes but that would not read back does (fmt 10 refuses '00d', which fmt 9 took).
+    for (const Part& part : split(pattern_)) {
+      require(!part.is_field || part.field < 0 || output_of(part.field, part.spec).has_value(),
+              kSpecRequirement);
+    }
     throw argument_error("SnapshotOptions", "filename",
                          fmt::format("must be a template with the fields {{iteration}}, "
                                      "{{epoch}}, {{epoch_detail}}, {{elapsed_time}} ({})",

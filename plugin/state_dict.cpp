@@ -84,7 +84,10 @@ bool StateDict::erase(const std::string& key) {
 StateValue StateDict::take(const std::string& key) {
   auto found = index_.find(key);
   if (found == index_.end()) throw StateError("StateDict", key, "is absent");
-  return std::exchange(entries_[found->second].second, StateValue(at::Tensor()));
+  StateValue& slot = entries_[found->second].second;
+  StateValue value = std::move(slot);
+  slot.emplace<at::Tensor>();  // an undefined tensor
+  return value;
 }
 
 std::vector<StateDict::Entry> StateDict::release() {

@@ -15,7 +15,7 @@ packages=(
   libcli11-dev dataset-fashion-mnist  # the example: its flags and its default data
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy unzip
-  clang libclang-rt-14-dev  # the libFuzzer target (ctest -L fuzz)
+  clang libclang-rt-dev  # the libFuzzer target (ctest -L fuzz)
   clang-format git           # the format check (ctest -L format)
 )
 

@@ -90,9 +90,12 @@ root = ET.parse(sys.argv[1]).getroot()
 assert root.tag == '{http://www.w3.org/2000/svg}svg', root.tag
 counts = {}
 for path in root.iter('{http://www.w3.org/2000/svg}path'):
-    style = path.get('style', '')
-    stroke = re.search(r'stroke:rgb\(([^)]*)\)', style)
-    if 'fill:none' not in style or not stroke:
+    # cairo before 1.17.6 writes a style attribute, later versions presentation attributes.
+    style = dict(item.split(':', 1) for item in path.get('style', '').split(';') if ':' in item)
+    style = {key.strip(): value.strip() for key, value in style.items()}
+    fill = style.get('fill', path.get('fill', ''))
+    stroke = re.fullmatch(r'rgb\(([^)]*)\)', style.get('stroke', path.get('stroke', '')))
+    if fill != 'none' or not stroke:
         continue
     if len(re.findall(r'[ML]', path.get('d', ''))) != int(sys.argv[2]):
         continue

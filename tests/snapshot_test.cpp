@@ -6,6 +6,7 @@
 
 #include <random>
 
+#include "libtorch_compat.h"
 #include "support.h"
 #include "test_programs.h"
 
@@ -344,7 +345,7 @@ TEST(SnapshotObject, SavesAndLoadsAModuleAndAnOptimizerWithItsOptions) {
   EXPECT_DOUBLE_EQ(target.optimizer->param_groups()[0].options().get_lr(), 0.123);
   const at::Tensor p = target.model->parameters()[0];
   const auto& state = static_cast<torch::optim::AdamParamState&>(
-      *target.optimizer->state().at(c10::guts::to_string(p.unsafeGetTensorImpl())));
+      *target.optimizer->state().at(compat::optimizer_state_key(p)));
   EXPECT_EQ(state.step(), 4);
   EXPECT_THROW_WITH(SnapshotTarget(Training(dir.path().string(), 0, 5).model)
                         .load_state_dict(without_metadata(read_snapshot(dir / "model_4")), "file"),
