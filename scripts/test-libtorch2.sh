@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then exec sudo --preserve-env=TTH_DEBIAN13_ROOT,HOME "$0" "$@"; fi
 
-root=${TTH_DEBIAN13_ROOT:-$HOME/.cache/tth/debian13-root}
+root=${TTH_DEBIAN13_ROOT:-${HOME:-/root}/.cache/tth/debian13-root}
 suite=trixie
 ready=$root/.tth-root-ready # written last: a root without it is rebuilt
 host_build=${BUILD_DIR:-build}
