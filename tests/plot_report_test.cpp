@@ -416,27 +416,12 @@ TEST(PlotLines, AnUnwritableDirectoryIsAnIOErrorAndLeavesNoTempFile) {
   TempDir dir;
   const std::string out = dir / "ro";
   fs::create_directories(out);
-  struct Unmount {
-    std::string path;
-    bool mounted = false;
-    ~Unmount() {
-      if (mounted) run_command("umount " + shell_quote(path));
-    }
-  } unmount{out};
-  if (::geteuid() != 0) {
-    fs::permissions(out, fs::perms::owner_read | fs::perms::owner_exec);
-  } else if (run_command("mount -t tmpfs -o ro,size=64k tmpfs " + shell_quote(out)).exit_code ==
-             0) {
-    unmount.mounted = true;
-  } else {
-    GTEST_SKIP() << "root cannot mount a read-only tmpfs here, and root may write anywhere";
-  }
+  const ReadOnlyDirectory read_only(out);
+  if (!read_only.available()) GTEST_SKIP() << kNoReadOnlyDirectory;
   EXPECT_THROW_WITH(plot_lines(out + "/plot.png", {{"a", {{1, 1}, {2, 2}}}},
                                PlotStyle().width(kWidth).height(kHeight)),
                     IOError, out);
   EXPECT_TRUE(fs::is_empty(out));
-  std::error_code ignored;  // fails harmlessly on the read-only mount
-  fs::permissions(out, fs::perms::owner_all, ignored);
 }
 
 // A write that fails half way (the file size limit stands in for a full disk): the previous

@@ -23,7 +23,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::CapturedWarnings;
+using test::kNoReadOnlyDirectory;
 using test::read_file;
+using test::ReadOnlyDirectory;
 using test::Recorder;
 using test::run_command;
 using test::shell_quote;
@@ -272,31 +274,9 @@ TEST(RunLock, AnUnwritableOutputDirectoryFailsAtStartNamingItAndTheError) {
   TempDir dir;
   const std::string out = dir / "ro";
   fs::create_directories(out);
-  std::string reason;
-  struct Unmount {
-    std::string path;
-    bool mounted = false;
-    ~Unmount() {
-      if (mounted) run_command("umount " + shell_quote(path));
-    }
-  } unmount{out};
-  struct Restore {
-    std::string path;
-    ~Restore() {
-      std::error_code ignored;  // fails harmlessly on the read-only mount
-      fs::permissions(path, fs::perms::owner_all, ignored);
-    }
-  } restore{out};
-  if (::geteuid() != 0) {
-    fs::permissions(out, fs::perms::owner_read | fs::perms::owner_exec);
-    reason = std::strerror(EACCES);
-  } else if (run_command("mount -t tmpfs -o ro,size=64k tmpfs " + shell_quote(out)).exit_code ==
-             0) {
-    unmount.mounted = true;
-    reason = std::strerror(EROFS);
-  } else {
-    GTEST_SKIP() << "root cannot mount a read-only tmpfs here, and root may write anywhere";
-  }
+  const ReadOnlyDirectory read_only(out);
+  if (!read_only.available()) GTEST_SKIP() << kNoReadOnlyDirectory;
+  const std::string reason = read_only.write_error();
   std::vector<std::string> log;
   TorchTrainerHook hook(HookOptions(2).out(out));
   hook.extend(std::make_shared<Recorder>("recorder", &log));

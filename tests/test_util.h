@@ -17,6 +17,7 @@
 #include <iterator>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tth::test {
@@ -112,6 +113,42 @@ inline std::string shell_quote(const std::string& text) {
   for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return quoted + "'";
 }
+
+/// A directory that no process may write, root included: mode 0500 for a user, a read-only
+/// tmpfs mounted on it for root; both undone when destroyed. available() is false when root
+/// cannot mount here: the test then skips (with kNoReadOnlyDirectory), as root writes anywhere.
+class ReadOnlyDirectory {
+ public:
+  explicit ReadOnlyDirectory(std::string path) : path_(std::move(path)) {
+    if (::geteuid() != 0) {
+      std::filesystem::permissions(
+          path_, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+      write_error_ = std::strerror(EACCES);
+    } else if (run_command("mount -t tmpfs -o ro,size=64k tmpfs " + shell_quote(path_)).exit_code ==
+               0) {
+      mounted_ = true;
+      write_error_ = std::strerror(EROFS);
+    }
+  }
+  ~ReadOnlyDirectory() {
+    if (mounted_) run_command("umount " + shell_quote(path_));
+    std::error_code ignored;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all, ignored);
+  }
+  ReadOnlyDirectory(const ReadOnlyDirectory&) = delete;
+  ReadOnlyDirectory& operator=(const ReadOnlyDirectory&) = delete;
+
+  bool available() const { return !write_error_.empty(); }
+  /// strerror of what a write there fails with (EACCES or EROFS).
+  const std::string& write_error() const { return write_error_; }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+  std::string write_error_;
+};
+inline constexpr char kNoReadOnlyDirectory[] =
+    "root cannot mount a read-only tmpfs here, and root may write anywhere";
 
 /// Runs `script` with kPython and `args` as sys.argv[1:]; fails the test (never skips) if the
 /// interpreter is missing or the script exits non-zero. Returns the script's output.
