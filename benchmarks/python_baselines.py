@@ -1,12 +1,22 @@
 #!/usr/bin/python3
-"""Python's own snapshot writers on the state snapshot_benchmark uses, for comparison.
+"""Python's own snapshot writers on the states snapshot_benchmark uses, for comparison.
 
-64 MiB of float32 (16 arrays of 4 MiB, random values) written by torch.save, numpy.savez and a
-raw write, each followed by fsync (as a durable snapshot needs), into $TTH_BENCH_DIR or a fresh
-directory under /var/tmp (not /tmp, which may be a tmpfs). Prints one JSON line per writer,
-{"name": ..., "ms": ...}, the median of 5 timed runs after one untimed warm-up; the file is
-removed after every run, outside the timed region. Run with /usr/bin/python3 (Debian's numpy and
-torch): benchmarks/run.sh does.
+At each size (MiB; $TTH_BENCH_SIZES, comma or space separated, default "64,256,1024"), the
+state is float32 arrays of 4 MiB with model-like keys and random values, written by
+  python_raw_write_fsync         a raw write of the bytes, then fsync (the disk floor, as
+                                 BM_RawWriteFsync);
+  python_numpy_savez             numpy.savez,
+  python_numpy_savez_compressed  numpy.savez_compressed (zlib's default level),
+  python_torch_save              torch.save of the tensors (sharing the arrays' memory),
+each of the last three committed as a durable snapshot is: into a temp file in the target's
+directory, fsync, os.replace over the target, fsync of the directory (as tth::atomic_write).
+Files go to $TTH_BENCH_DIR or a fresh directory under /var/tmp (not /tmp, which may be a
+tmpfs) and are removed after every run, outside the timed region. Prints one JSON line per
+writer and size, {"name": ..., "mib": ..., "ms": ..., "median_ms": ...}: the best (the least
+disturbed on a shared machine) and the median of up to $TTH_BENCH_PY_RUNS (default 3) timed
+runs, fewer once a writer spent TIME_BUDGET_S seconds (at least one run);
+each writer first writes a 4 MiB state untimed (lazy imports, first-touch costs). Run with
+/usr/bin/python3 (Debian's numpy and torch): benchmarks/run.sh does.
 """
 import json
 import os
@@ -20,17 +30,34 @@ import numpy as np
 import torch
 
 MIB = 1 << 20
-ARRAYS = 16
 ARRAY_BYTES = 4 * MIB
-RUNS = 5
+DEFAULT_SIZES = "64,256,1024"
+TIME_BUDGET_S = 30.0
 
 
-def make_state():
+def sizes():
+    words = os.environ.get("TTH_BENCH_SIZES") or DEFAULT_SIZES
+    result = [int(word) for word in words.replace(",", " ").split()]
+    for mib in result:
+        if mib <= 0 or mib * MIB % ARRAY_BYTES:
+            sys.exit(f"TTH_BENCH_SIZES: {mib} is not a positive multiple of 4 (MiB)")
+    return result
+
+
+def make_state(mib):
     rng = np.random.default_rng(0)
     elements = ARRAY_BYTES // 4
     return {f"models/main/layers/{i}/weight":
             rng.standard_normal(elements, dtype=np.float32).reshape(elements // 1024, 1024)
-            for i in range(ARRAYS)}
+            for i in range(mib * MIB // ARRAY_BYTES)}
+
+
+def fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def durable(write):
@@ -43,32 +70,56 @@ def durable(write):
     return save
 
 
-def median_ms(save, path):
-    save(path)  # warm-up: first-touch costs, lazy imports
-    os.remove(path)
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        save(path)
-        times.append((time.perf_counter() - start) * 1000)
-        os.remove(path)
-    return statistics.median(times)
+def atomic(write):
+    """`write(file)` into a temp file beside `path`, fsync, rename over `path`, fsync the
+    directory: the commit of tth::atomic_write."""
+    def save(path):
+        directory, name = os.path.split(path)
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.tmp.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            if os.path.exists(temp):
+                os.remove(temp)
+            raise
+        fsync_directory(directory)
+    return save
 
 
-def main():
-    arrays = make_state()
+def writers(arrays):
     tensors = {key: torch.from_numpy(array) for key, array in arrays.items()}
-    assert sum(a.nbytes for a in arrays.values()) == ARRAYS * ARRAY_BYTES
 
     def raw(f):
         for array in arrays.values():
             f.write(memoryview(array).cast("B"))
 
-    writers = [
+    return [
         ("python_raw_write_fsync", durable(raw)),
-        ("python_numpy_savez", durable(lambda f: np.savez(f, **arrays))),
-        ("python_torch_save", durable(lambda f: torch.save(tensors, f))),
+        ("python_numpy_savez", atomic(lambda f: np.savez(f, **arrays))),
+        ("python_numpy_savez_compressed", atomic(lambda f: np.savez_compressed(f, **arrays))),
+        ("python_torch_save", atomic(lambda f: torch.save(tensors, f))),
     ]
+
+
+def best_and_median_ms(save, path, runs):
+    times = []
+    spent = 0.0
+    while len(times) < runs and (not times or spent < TIME_BUDGET_S):
+        start = time.perf_counter()
+        save(path)
+        elapsed = time.perf_counter() - start
+        os.remove(path)
+        times.append(elapsed * 1000)
+        spent += elapsed
+    return min(times), statistics.median(times)
+
+
+def main():
+    runs = int(os.environ.get("TTH_BENCH_PY_RUNS") or 3)
     given = os.environ.get("TTH_BENCH_DIR")
     if given:
         os.makedirs(given, exist_ok=True)
@@ -76,9 +127,19 @@ def main():
     else:
         directory = tempfile.mkdtemp(prefix="tth-bench-py-", dir="/var/tmp")
     try:
-        for name, save in writers:
-            ms = median_ms(save, os.path.join(directory, f"{name}.bin"))
-            print(json.dumps({"name": name, "ms": round(ms, 3)}), flush=True)
+        for name, save in writers(make_state(4)):  # warm-up, untimed
+            path = os.path.join(directory, f"{name}.warmup")
+            save(path)
+            os.remove(path)
+        for mib in sizes():
+            arrays = make_state(mib)
+            assert sum(a.nbytes for a in arrays.values()) == mib * MIB
+            for name, save in writers(arrays):
+                best, median = best_and_median_ms(
+                    save, os.path.join(directory, f"{name}_{mib}.bin"), runs)
+                print(json.dumps({"name": name, "mib": mib, "ms": round(best, 3),
+                                  "median_ms": round(median, 3)}), flush=True)
+            del arrays
     finally:
         if not given:
             shutil.rmtree(directory, ignore_errors=True)

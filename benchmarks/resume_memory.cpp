@@ -14,26 +14,15 @@
 #include <iostream>
 #include <string>
 
+#include "bench_support.h"
 #include "tth/tth.h"
 
 namespace {
 
+using bench::reset_peak;
+using bench::status_mib;
+
 constexpr int64_t kWidth = 1024;  // each layer: kWidth x kWidth floats, 4 MiB
-
-// Resident and peak resident memory in MiB, from /proc/self/status.
-double status_mib(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024;
-  }
-  throw std::runtime_error("no " + field + " in /proc/self/status");
-}
-
-void reset_peak() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";  // resets VmHWM to the current VmRSS (Linux >= 4.0)
-}
 
 struct Setup {
   Setup(const std::string& dir, int64_t param_mib, const std::string& format) {

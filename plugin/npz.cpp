@@ -16,6 +16,7 @@
 
 #include "check_argument.h"
 #include "container/npy.h"
+#include "container/parallel_deflate.h"
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
 #include "module_state.h"
@@ -128,22 +129,44 @@ void stream_tensor(container::ZipWriter& writer, const at::Tensor& tensor) {
   }
 }
 
-// Starts the member of `key` with `start` (its header, or all of it), `more` bytes to follow.
+// Starts the stored member of `key` with `start` (its header, or all of it), `more` bytes to
+// follow.
 void write_member(container::ZipWriter& writer, const std::string& key, const std::string& start,
-                  uint64_t more, const NpzOptions& options) {
-  const auto method = options.compression() == NpzCompression::kDeflate
-                          ? container::Compression::kDeflate
-                          : container::Compression::kStored;
-  writer.begin_member(key + kNpySuffix, method, options.level(), start.size() + more);
+                  uint64_t more) {
+  writer.begin_member(key + kNpySuffix, container::Compression::kStored,
+                      container::ZipWriter::kDefaultLevel, start.size() + more);
   writer.write(start.data(), start.size());
 }
 
-void write_text(container::ZipWriter& writer, const std::string& key, const std::string& text,
-                const NpzOptions& options) {
+void write_text(container::ZipWriter& writer, const std::string& key, const std::string& text) {
   const std::string member =
       container::encode_npy_text(text, fmt::format("npz_savefun: key '{}'", key));
-  write_member(writer, key, member, 0, options);
+  write_member(writer, key, member, 0);
   writer.end_member();
+}
+
+// The deflate members, compressed on all cores by `deflater` and written in order.
+void add_deflated_text(container::ParallelDeflateWriter& deflater, const std::string& key,
+                       const std::string& text) {
+  auto member = std::make_shared<const std::string>(
+      container::encode_npy_text(text, fmt::format("npz_savefun: key '{}'", key)));
+  // Small, and four bytes a character: compressed whole, header included.
+  deflater.add({key + kNpySuffix, {}, member->data(), member->size(), member});
+}
+
+// A contiguous CPU tensor is compressed from its own memory; any other is first converted as
+// stream_tensor converts it, whole, since libdeflate compresses one buffer per member.
+void add_deflated_tensor(container::ParallelDeflateWriter& deflater, const std::string& key,
+                         std::string header, const at::Tensor& tensor) {
+  at::Tensor host = tensor;
+  if (tensor.numel() > 0 && (!tensor.device().is_cpu() || !tensor.is_contiguous() ||
+                             tensor.scalar_type() == at::kBFloat16)) {
+    const auto dtype = tensor.scalar_type() == at::kBFloat16 ? at::kFloat : tensor.scalar_type();
+    host = tensor.to(at::kCPU, dtype).contiguous();
+  }
+  auto owner = std::make_shared<const at::Tensor>(host);
+  const void* data = host.numel() > 0 ? host.data_ptr() : nullptr;
+  deflater.add({key + kNpySuffix, std::move(header), data, host.nbytes(), std::move(owner)});
 }
 
 // ---- reading ----
@@ -251,26 +274,42 @@ SaveFunction npz_savefun(NpzOptions options) {
   check_argument(options.level() >= container::ZipWriter::kDefaultLevel &&
                      options.level() <= container::ZipWriter::kMaxLevel,
                  "NpzOptions", "level", "must be -1 or 0..9", options.level());
+  check_argument(options.threads() >= 0, "NpzOptions", "threads", "must be >= 0",
+                 options.threads());
   return [options](const std::string& path, const StateDict& state) {
     File file(path, O_WRONLY | O_CREAT | O_TRUNC);
     container::ZipWriter writer(file);
+    // Deflate members are compressed on worker threads; the stored ones stream from memory.
+    std::optional<container::ParallelDeflateWriter> deflater;
+    if (options.compression() == NpzCompression::kDeflate) {
+      deflater.emplace(writer, options.level(), static_cast<unsigned>(options.threads()));
+    }
+    const auto add_text = [&](const std::string& key, const std::string& text) {
+      if (deflater) return add_deflated_text(*deflater, key, text);
+      write_text(writer, key, text);
+    };
     nlohmann::json converted = nlohmann::json::object();
     for (const auto& [key, value] : state) {
       if (const auto* text = std::get_if<std::string>(&value)) {
-        write_text(writer, key, *text, options);
+        add_text(key, *text);
         continue;
       }
       const at::Tensor& tensor = std::get<at::Tensor>(value);
       const DType dtype = npy_dtype(tensor, key);
       if (tensor.scalar_type() == at::kBFloat16) converted[key] = "bfloat16";
+      std::string header = container::encode_npy_header(dtype, tensor.sizes().vec());
+      if (deflater) {
+        add_deflated_tensor(*deflater, key, std::move(header), tensor);
+        continue;
+      }
       const uint64_t bytes =
           static_cast<uint64_t>(tensor.numel()) * container::dtype_itemsize(dtype);
-      write_member(writer, key, container::encode_npy_header(dtype, tensor.sizes().vec()), bytes,
-                   options);
+      write_member(writer, key, header, bytes);
       stream_tensor(writer, tensor);
       writer.end_member();
     }
-    if (!converted.empty()) write_text(writer, kDtypesKey, converted.dump(), options);
+    if (!converted.empty()) add_text(kDtypesKey, converted.dump());
+    if (deflater) deflater->finish();
     writer.finish();
     file.close();
   };

@@ -5,7 +5,10 @@
 #include <torch/optim/optimizer.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <mutex>
+#include <unordered_map>
 
 #include "check_argument.h"
 #include "optimizer_state.h"
@@ -36,7 +39,95 @@ void bind(std::function<StateDict()>& save,
   };
 }
 
+// The metric a snapshot's metadata records, if it records a usable one. A file is hostile
+// input: anything but a finite real or integer 0-d tensor counts as no value.
+std::optional<double> recorded_metric(const StateDict& metadata) {
+  if (!metadata.contains(kRetentionMetricKey)) return std::nullopt;
+  const auto* tensor = std::get_if<at::Tensor>(&metadata.at(kRetentionMetricKey));
+  if (tensor == nullptr || !tensor->defined() || tensor->dim() != 0 ||
+      !(at::isFloatingType(tensor->scalar_type()) ||
+        at::isIntegralType(tensor->scalar_type(), /*includeBool=*/false))) {
+    return std::nullopt;
+  }
+  const double value = tensor->item<double>();
+  if (!std::isfinite(value)) return std::nullopt;
+  return value;
+}
+
 }  // namespace
+
+// n_retains and keep_best, applied after each commit, possibly on a writer's thread: it reads
+// only its own immutable configuration, its arguments and the cache, which mutex_ guards.
+class Snapshot::Retention {
+ public:
+  struct Best {
+    int n;
+    std::string key;
+    bool maximize;
+  };
+
+  Retention(std::shared_ptr<const SnapshotFilename> filename, int n_retains,
+            std::optional<Best> best)
+      : filename_(std::move(filename)), n_retains_(n_retains), best_(std::move(best)) {}
+
+  const std::optional<Best>& best() const noexcept { return best_; }
+
+  /// Deletes the files of the template in `directory` that are neither among the newest
+  /// n_retains nor among the best, `written` (just committed, with `metric`) included.
+  void apply(const std::string& directory, const std::string& written,
+             std::optional<double> metric);
+
+ private:
+  // A file's metric, and what the file looked like when it was read: a file replaced since
+  // (rewritten at the same progress) is read again.
+  struct Cached {
+    std::optional<double> metric;
+    fs::file_time_type mtime;
+    std::uintmax_t size = 0;
+  };
+
+  static bool identify(const std::string& path, Cached& file) {
+    std::error_code error;
+    file.mtime = fs::last_write_time(path, error);
+    if (!error) file.size = fs::file_size(path, error);
+    return !error;
+  }
+
+  void remember(const std::string& path, std::optional<double> metric) {
+    Cached file;
+    identify(path, file);
+    file.metric = metric;
+    cache_[path] = file;
+  }
+
+  // The metric recorded in `path`, from the cache or else from the file's metadata alone.
+  std::optional<double> metric_of(const std::string& path) {
+    Cached file;
+    const bool identified = identify(path, file);
+    const auto found = cache_.find(path);
+    if (identified && found != cache_.end() && found->second.mtime == file.mtime &&
+        found->second.size == file.size) {
+      return found->second.metric;
+    }
+    try {
+      file.metric = recorded_metric(read_snapshot_metadata(path));
+    } catch (const std::exception& error) {
+      warn(
+          fmt::format("snapshot: keep_best cannot read the value of '{}', so it counts as having "
+                      "none: {}",
+                      path, error.what()));
+      file.metric = std::nullopt;
+    }
+    cache_[path] = file;
+    return file.metric;
+  }
+
+  const std::shared_ptr<const SnapshotFilename> filename_;
+  const int n_retains_;
+  const std::optional<Best> best_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Cached> cache_;  // by path; guarded by mutex_
+};
 
 void SnapshotTarget::from_module(std::shared_ptr<torch::nn::Module> module) {
   check_argument(module != nullptr, "snapshot_object", "module", "must not be null");
@@ -56,13 +147,12 @@ void SnapshotTarget::from_stateful(std::shared_ptr<Stateful> object) {
 
 Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options)
     : target_(std::move(target)),
-      filename_(std::make_unique<SnapshotFilename>(
+      filename_(std::make_shared<const SnapshotFilename>(
           options.filename().value_or("snapshot_iter_{iteration}"))),
       condition_(std::move(options.condition())),
       writer_(std::move(options.writer())),
       loadfun_(std::move(options.loadfun())),
       snapshot_on_error_(options.snapshot_on_error()),
-      n_retains_(options.n_retains()),
       autoload_(options.autoload()) {
   check_argument(!(writer_ && options.savefun()), "SnapshotOptions", "savefun and writer",
                  "must not both be set (a writer has its own savefun)");
@@ -70,12 +160,26 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
     writer_ =
         std::make_shared<SimpleWriter>(options.savefun() ? options.savefun() : torch_savefun());
   }
-  check_argument(n_retains_ >= 1 || n_retains_ == -1, "SnapshotOptions", "n_retains",
-                 "must be >= 1 (or -1 for all)", n_retains_);
-  check_argument(!(autoload_ || n_retains_ > 0) || filename_->has_static_directory(),
+  const int n_retains = options.n_retains();
+  check_argument(n_retains >= 1 || n_retains == -1, "SnapshotOptions", "n_retains",
+                 "must be >= 1 (or -1 for all)", n_retains);
+  std::optional<Retention::Best> best;
+  if (const auto& keep_best = options.keep_best()) {
+    check_argument(n_retains >= 1, "SnapshotOptions", "keep_best",
+                   "requires n_retains >= 1 (n_retains -1 keeps every file anyway)",
+                   fmt::format("n_retains {}", n_retains));
+    check_argument(keep_best->n() >= 1, "SnapshotOptions", "keep_best.n", "must be >= 1",
+                   keep_best->n());
+    check_argument(!keep_best->key().empty(), "SnapshotOptions", "keep_best.key",
+                   "must not be empty");
+    best = Retention::Best{keep_best->n(), keep_best->key(),
+                           maximizes(keep_best->mode(), keep_best->key())};
+  }
+  check_argument(!(autoload_ || n_retains > 0) || filename_->has_static_directory(),
                  "SnapshotOptions", "filename",
                  "must have fields only in its last component with autoload or n_retains",
                  fmt::format("'{}'", filename_->pattern()));
+  if (n_retains > 0) retention_ = std::make_shared<Retention>(filename_, n_retains, best);
 }
 
 Snapshot::~Snapshot() = default;
@@ -86,15 +190,52 @@ std::string Snapshot::directory(const TorchTrainerHook& hook) const {
   return (fs::path(hook.out()) / filename_->directory()).lexically_normal().string();
 }
 
+std::optional<double> Snapshot::reported_metric(const TorchTrainerHook& hook,
+                                                const std::string& path) {
+  const std::string& key = retention_->best()->key;
+  const auto found = hook.observation().find(key);
+  std::string problem = "was not reported";
+  if (found != hook.observation().end()) {
+    try {
+      const double value = found->second.value();
+      if (std::isfinite(value)) return value;
+      problem = fmt::format("was reported as {}", value);
+    } catch (const std::exception& error) {  // a tensor of several elements, or a complex one
+      problem = fmt::format("was reported as a value that is not a number ({})", error.what());
+    }
+  }
+  if (!warned_no_metric_) {
+    warned_no_metric_ = true;
+    warn(fmt::format(
+        "snapshot: keep_best key '{}' {} when '{}' was saved; a snapshot without a finite value "
+        "never counts among the best (warned once)",
+        key, problem, path));
+  }
+  return std::nullopt;
+}
+
 std::string Snapshot::save(TorchTrainerHook& hook) {
   const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
   StateDict state;
   state.set_int(kFormatVersionKey, kSnapshotFormatVersion);
   state.set_int(kIterationKey, hook.iteration());
+  std::optional<double> metric;
+  if (retention_ && retention_->best()) {
+    metric = reported_metric(hook, path);
+    if (metric) state.set_double(kRetentionMetricKey, *metric);
+  }
   for (auto& entry : target_ ? target_->state_dict() : hook.state_dict()) {
     state.set(entry.first, std::move(entry.second));
   }
-  writer_->write(path, std::move(state), [this, &hook, path] { apply_retention(hook, path); });
+  // The callback may run on a writer's thread while training goes on: everything it uses is
+  // captured by value here, never read from the hook or from this extension later.
+  std::function<void()> committed = [] {};
+  if (retention_) {
+    committed = [retention = retention_, directory = directory(hook), path, metric] {
+      retention->apply(directory, path, metric);
+    };
+  }
+  writer_->write(path, std::move(state), committed);
   return path;
 }
 
@@ -138,20 +279,50 @@ std::vector<Candidate> candidates(const SnapshotFilename& filename, const std::s
 
 }  // namespace
 
-void Snapshot::apply_retention(const TorchTrainerHook& hook, const std::string& written) const {
-  if (n_retains_ < 0) return;
+void Snapshot::Retention::apply(const std::string& directory, const std::string& written,
+                                std::optional<double> metric) {
+  std::lock_guard<std::mutex> lock(mutex_);
   // Only files up to the progress just written compete: a file from further along (another
   // run, or a damaged one autoload skipped) is not ours to judge, and the new file stays.
   const double current = filename_->progress_of(fs::path(written).filename().string()).value_or(0);
-  std::vector<Candidate> files;
+  std::vector<Candidate> files;  // the others, newest first
   std::error_code ignored_error;
-  for (auto& candidate : candidates(*filename_, directory(hook))) {
+  for (auto& candidate : candidates(*filename_, directory)) {
     if (candidate.progress <= current && !fs::equivalent(candidate.path, written, ignored_error)) {
       files.push_back(candidate);
     }
   }
-  const size_t keep = static_cast<size_t>(n_retains_) - 1;  // the new file is one of the N
-  for (size_t i = keep; i < files.size(); ++i) {
+  std::vector<bool> keep(files.size(), false);
+  const size_t newest = static_cast<size_t>(n_retains_) - 1;  // the new file is one of the N
+  for (size_t i = 0; i < std::min(newest, files.size()); ++i) keep[i] = true;
+  if (best_) {
+    // The best n among the new file (index files.size()) and the others that have a value.
+    struct Ranked {
+      double value;
+      double progress;
+      size_t index;
+    };
+    std::vector<Ranked> ranked;
+    if (metric) ranked.push_back({*metric, current, files.size()});
+    remember(written, metric);
+    std::unordered_map<std::string, Cached> seen;
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (auto value = metric_of(files[i].path)) ranked.push_back({*value, files[i].progress, i});
+      seen.emplace(files[i].path, cache_.at(files[i].path));
+    }
+    seen.emplace(written, cache_.at(written));
+    cache_ = std::move(seen);  // forget deleted and foreign files: the cache stays small
+    const bool maximize = best_->maximize;
+    std::stable_sort(ranked.begin(), ranked.end(), [&](const Ranked& a, const Ranked& b) {
+      if (a.value != b.value) return maximize ? a.value > b.value : a.value < b.value;
+      return a.progress < b.progress;  // a tie goes to the file that reached the value first
+    });
+    for (size_t r = 0; r < std::min(ranked.size(), static_cast<size_t>(best_->n)); ++r) {
+      if (ranked[r].index < files.size()) keep[ranked[r].index] = true;
+    }
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (keep[i]) continue;
     std::error_code ignored;
     fs::remove(files[i].path, ignored);
   }

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstring>
 
+#include "container/pickle.h"
 #include "container/zip_reader.h"
 #include "posix_file.h"
 #include "text_util.h"
@@ -56,23 +57,32 @@ const char* to_string(FileFormat format) {
   return "other";
 }
 
+namespace {
+
+// What a zip container holds, judged by its member names alone.
+FileFormat zip_format(const container::ZipReader& reader) {
+  bool all_npy = true, has_pickle = false;
+  for (const auto& entry : reader.entries()) {
+    all_npy = all_npy && ends_with(entry.name, ".npy");
+    has_pickle = has_pickle || ends_with(entry.name, "/data.pkl");
+  }
+  if (has_pickle) return FileFormat::kTorchArchive;
+  if (all_npy) return FileFormat::kNpz;
+  return FileFormat::kOther;
+}
+
+}  // namespace
+
 FileFormat verify_file(const std::string& path) {
   if (!starts_like_zip(path)) return FileFormat::kOther;
   container::ZipReader reader(path);
   reader.verify();
-  const auto& entries = reader.entries();
-  bool all_npy = true, has_pickle = false;
-  for (const auto& entry : entries) {
-    all_npy = all_npy && ends_with(entry.name, ".npy");
-    has_pickle = has_pickle || ends_with(entry.name, "/data.pkl");
-  }
-  if (has_pickle) {
+  const FileFormat format = zip_format(reader);
+  if (format == FileFormat::kTorchArchive) {
     // The structure read_torch_archive relies on, so that a file that verifies also loads.
     check_torch_archive(reader);
-    return FileFormat::kTorchArchive;
   }
-  if (all_npy) return FileFormat::kNpz;
-  return FileFormat::kOther;
+  return format;
 }
 
 namespace {
@@ -131,27 +141,57 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun) {
   return state;
 }
 
-StateDict verify_snapshot(const std::string& path) {
-  const FileFormat format = verify_file(path);
-  if (format == FileFormat::kOther) {
-    throw FormatError(fmt::format("'{}' is neither a LibTorch archive nor an npz file", path));
-  }
-  if (format == FileFormat::kNpz) {
-    // Metadata members are a few bytes: a large one is a file built to make verify allocate.
-    constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 20;
+namespace {
+
+// The metadata of `path`, a LibTorch archive or an npz file (`format`), and nothing else.
+// Metadata members are a few bytes: a large one is a file built to make the reader allocate.
+StateDict read_metadata(const std::string& path, FileFormat format) {
+  constexpr uint64_t kMaxMetadataBytes = uint64_t{1} << 20;
+  auto check_size = [](const container::ZipReader& reader, const container::ZipEntry& entry) {
+    if (entry.uncompressed_size > kMaxMetadataBytes) {
+      throw FormatError(fmt::format("{}: member '{}' declares {} bytes, but metadata is small",
+                                    reader.label(), entry.name, entry.uncompressed_size));
+    }
+  };
+  {
     const container::ZipReader reader(path);
-    for (const auto& entry : reader.entries()) {
-      if (is_metadata(entry.name) && entry.uncompressed_size > kMaxMetadataBytes) {
-        throw FormatError(fmt::format("{}: member '{}' declares {} bytes, but metadata is small",
-                                      reader.label(), entry.name, entry.uncompressed_size));
+    if (format == FileFormat::kNpz) {
+      for (const auto& entry : reader.entries()) {
+        if (is_metadata(entry.name)) check_size(reader, entry);
+      }
+    } else {
+      const container::TorchArchiveLayout layout =
+          container::read_torch_archive(reader, kFormatVersionKey);
+      for (const auto& entry : layout.entries) {
+        if (is_metadata(entry.key) && entry.value.kind == container::PickleValue::Kind::kTensor) {
+          check_size(reader, *layout.storages[entry.storage].entry);
+        }
       }
     }
   }
-  const StateDict metadata = format == FileFormat::kTorchArchive
-                                 ? read_torch_archive(path, is_metadata)
-                                 : read_npz(path, is_metadata);
+  StateDict metadata = format == FileFormat::kTorchArchive ? read_torch_archive(path, is_metadata)
+                                                           : read_npz(path, is_metadata);
   check_metadata(metadata, path);
   return metadata;
+}
+
+[[noreturn]] void throw_not_a_snapshot_format(const std::string& path) {
+  throw FormatError(fmt::format("'{}' is neither a LibTorch archive nor an npz file", path));
+}
+
+}  // namespace
+
+StateDict verify_snapshot(const std::string& path) {
+  const FileFormat format = verify_file(path);
+  if (format == FileFormat::kOther) throw_not_a_snapshot_format(path);
+  return read_metadata(path, format);
+}
+
+StateDict read_snapshot_metadata(const std::string& path) {
+  if (!starts_like_zip(path)) throw_not_a_snapshot_format(path);
+  const FileFormat format = zip_format(container::ZipReader(path));
+  if (format == FileFormat::kOther) throw_not_a_snapshot_format(path);
+  return read_metadata(path, format);
 }
 
 StateDict without_metadata(const StateDict& state) {

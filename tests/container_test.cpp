@@ -24,6 +24,7 @@
 #include "container/crc32.h"
 #include "container/endian.h"
 #include "container/npy.h"
+#include "container/parallel_deflate.h"
 #include "container/zip_format.h"
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
@@ -1324,6 +1325,253 @@ TEST(NpyText, DecodeTrimsTrailingNulsAndRefusesInvalidCodePoints) {
   }
   const Bytes ragged{'a', 0, 0};
   expect_throw<FormatError>([&] { decode_text(ragged); }, {"ctx: a unicode array of 3 bytes"});
+}
+
+// --------------------------------------------------------------------- parallel deflate
+
+// The threads of this process, from /proc/self/task.
+std::size_t thread_count() {
+  std::size_t count = 0;
+  for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    ++count;
+  }
+  return count;
+}
+
+// One ParallelDeflateWriter member and the bytes it stands for.
+struct PrefixedMember {
+  std::string name;
+  std::string prefix;
+  Bytes data;
+  Bytes whole() const {
+    Bytes out(prefix.begin(), prefix.end());
+    out.insert(out.end(), data.begin(), data.end());
+    return out;
+  }
+};
+
+Bytes random_bytes(std::size_t size, unsigned seed) {
+  Bytes out(size);
+  std::mt19937 rng(seed);
+  for (auto& byte : out) byte = static_cast<uint8_t>(rng());
+  return out;
+}
+
+// Members of many sizes: float weights, an empty array, a scalar, zeros, an .npy given whole
+// (no prefix), a prefix longer than one stored block, a prefix alone, nothing at all.
+std::vector<PrefixedMember> prefixed_members() {
+  std::vector<float> weights(5 << 18);  // 5 MiB
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& w : weights) w = normal(rng);
+  std::vector<int64_t> ramp(1000);
+  for (std::size_t i = 0; i < ramp.size(); ++i) ramp[i] = static_cast<int64_t>(i) * 7 - 300;
+  const Bytes ramp_npy = npy(DType::kInt64, {1000}, as_bytes(ramp));
+  const Bytes long_prefix = random_bytes(150000, 3);
+  return {
+      {"weights.npy", encode_npy_header(DType::kFloat32, {5 << 18}), as_bytes(weights)},
+      {"empty.npy", encode_npy_header(DType::kFloat32, {0, 4}), {}},
+      {"scalar.npy", encode_npy_header(DType::kFloat64, {}), as_bytes(std::vector<double>{2.5})},
+      {"zeros.npy", encode_npy_header(DType::kUInt8, {3 << 20}), Bytes(3 << 20, 0)},
+      {"whole.npy", "", ramp_npy},
+      {"long_prefix.bin", std::string(long_prefix.begin(), long_prefix.end()),
+       random_bytes(1000, 4)},
+      {"prefix_only.bin", std::string(100, 'p'), {}},
+      {"nothing.bin", "", {}},
+  };
+}
+
+std::string write_parallel(const std::string& target, const std::vector<PrefixedMember>& members,
+                           unsigned threads, int level = ZipWriter::kDefaultLevel) {
+  File out(target, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  ZipWriter writer(out);
+  {
+    ParallelDeflateWriter deflater(writer, level, threads);
+    EXPECT_EQ(deflater.threads(), threads);
+    for (const PrefixedMember& member : members) {
+      deflater.add({member.name, member.prefix, member.data.data(), member.data.size(), nullptr});
+    }
+    deflater.finish();
+  }
+  writer.finish();
+  out.close();
+  return target;
+}
+
+using ParallelDeflateTest = TempDirTest;
+
+TEST_F(ParallelDeflateTest, MembersReadBackInZipfileNumpyUnzipAndOurReader) {
+  const std::vector<PrefixedMember> members = prefixed_members();
+  const std::string zip = write_parallel(path("parallel.npz"), members, 3);
+  // Python prints each member's name, size and CRC-32 as zipfile inflates it, and the CRC-32 of
+  // each .npy array's elements as numpy loads them.
+  const std::string output = python(R"PY(
+import sys, zipfile, zlib, numpy as np
+with zipfile.ZipFile(sys.argv[1]) as z:
+    assert z.testzip() is None
+    for info in z.infolist():
+        assert info.compress_type == zipfile.ZIP_DEFLATED, info
+        assert info.extract_version == 20 and info.flag_bits == 0, info  # sizes known: no ZIP64
+        data = z.read(info)
+        print('member', info.filename, len(data), zlib.crc32(data))
+        if info.filename.endswith('.npy'):
+            a = np.load(z.open(info))
+            print('array', info.filename, a.dtype.str, a.shape, zlib.crc32(a.tobytes()))
+)PY",
+                                    {zip});
+  for (const PrefixedMember& member : members) {
+    const Bytes whole = member.whole();
+    EXPECT_THAT(output,
+                HasSubstr("member " + member.name + " " + std::to_string(whole.size()) + " " +
+                          std::to_string(crc32_update(0, whole.data(), whole.size()))));
+  }
+  const auto array_line = [](const std::string& name, const std::string& dtype,
+                             const std::string& shape, const Bytes& data) {
+    return "array " + name + " " + dtype + " " + shape + " " +
+           std::to_string(crc32_update(0, data.data(), data.size()));
+  };
+  EXPECT_THAT(output, HasSubstr(array_line("weights.npy", "<f4", "(1310720,)", members[0].data)));
+  EXPECT_THAT(output, HasSubstr(array_line("empty.npy", "<f4", "(0, 4)", {})));
+  EXPECT_THAT(output, HasSubstr(array_line("scalar.npy", "<f8", "()", members[2].data)));
+  EXPECT_THAT(output, HasSubstr(array_line("zeros.npy", "|u1", "(3145728,)", members[3].data)));
+  const Bytes ramp(members[4].data.begin() + 128, members[4].data.end());  // after the header
+  EXPECT_THAT(output, HasSubstr(array_line("whole.npy", "<i8", "(1000,)", ramp)));
+  expect_unzip_ok(zip);
+
+  ZipReader reader(zip);
+  reader.verify();
+  ASSERT_EQ(reader.entries().size(), members.size());
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    EXPECT_EQ(reader.entries()[i].name, members[i].name);
+    EXPECT_EQ(reader.read_all(reader.entries()[i]), members[i].whole()) << members[i].name;
+  }
+  // Random floats shrink a little (their exponents), zeros a lot.
+  EXPECT_LT(reader.find("weights.npy")->compressed_size, members[0].data.size());
+  EXPECT_LT(reader.find("zeros.npy")->compressed_size, members[3].data.size() / 100);
+}
+
+TEST_F(ParallelDeflateTest, PrefixIsStoredBlocksAheadOfTheCompressedData) {
+  const std::vector<PrefixedMember> members = prefixed_members();
+  const std::string zip = write_parallel(path("layout.zip"), members, 2);
+  const Bytes bytes = read_file(zip);
+  ZipReader reader(zip);
+  // Each stored block: 0x00 (BFINAL 0, BTYPE 00), LEN, ~LEN, then the prefix's bytes verbatim.
+  const auto expect_stored_prefix = [&](const PrefixedMember& member) {
+    SCOPED_TRACE(member.name);
+    std::size_t at = reader.find(member.name)->data_offset;
+    for (std::size_t done = 0; done < member.prefix.size();) {
+      const std::size_t length = std::min<std::size_t>(member.prefix.size() - done, 0xFFFF);
+      ASSERT_EQ(bytes[at], 0);
+      ASSERT_EQ(load_le16(&bytes[at + 1]), length);
+      ASSERT_EQ(load_le16(&bytes[at + 3]), static_cast<uint16_t>(~length));
+      ASSERT_EQ(std::string(bytes.begin() + at + 5, bytes.begin() + at + 5 + length),
+                member.prefix.substr(done, length));
+      at += 5 + length;
+      done += length;
+    }
+    // Then libdeflate's whole stream of the data: its first block is the final one for short
+    // data (bit 0 set), and an empty stream is one empty final stored block.
+    if (member.data.empty()) {
+      EXPECT_EQ(Bytes(bytes.begin() + at, bytes.begin() + at + 5), (Bytes{1, 0, 0, 0xFF, 0xFF}));
+      EXPECT_EQ(at + 5,
+                reader.find(member.name)->data_offset + reader.find(member.name)->compressed_size);
+    }
+  };
+  expect_stored_prefix(members[0]);  // a 128-byte .npy header
+  expect_stored_prefix(members[1]);  // a header and no data
+  expect_stored_prefix(members[5]);  // 150,000 bytes: blocks of 65,535, 65,535 and 18,930
+  expect_stored_prefix(members[6]);
+  expect_stored_prefix(members[7]);  // nothing: just the empty final block
+  // Python's zipfile inflates the layout and checks every CRC-32.
+  EXPECT_EQ(python("import sys, zipfile\nprint(zipfile.ZipFile(sys.argv[1]).testzip())", {zip}),
+            "None\n");
+}
+
+TEST_F(ParallelDeflateTest, SameBytesForEveryThreadCountAndLevelsMapToLibdeflate) {
+  const std::vector<PrefixedMember> members = prefixed_members();
+  const Bytes one = read_file(write_parallel(path("1.zip"), members, 1));
+  EXPECT_EQ(read_file(write_parallel(path("2.zip"), members, 2)), one);
+  EXPECT_EQ(read_file(write_parallel(path("5.zip"), members, 5)), one);
+  EXPECT_EQ(read_file(write_parallel(path("again.zip"), members, 2)), one);
+  // -1 is level 6; level 0 stores, level 9 compresses zeros at least as well as level 1.
+  EXPECT_EQ(read_file(write_parallel(path("6.zip"), members, 2, 6)), one);
+  const auto zeros_size = [&](int level) {
+    const std::string zip = write_parallel(path("l.zip"), members, 2, level);
+    const ZipReader reader(zip);
+    return reader.find("zeros.npy")->compressed_size;
+  };
+  EXPECT_GT(zeros_size(0), uint64_t{3} << 20);
+  EXPECT_LE(zeros_size(9), zeros_size(1));
+  EXPECT_LT(zeros_size(1), uint64_t{1} << 16);
+  File out(path("bad.zip"), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  ZipWriter writer(out);
+  expect_throw<Error>([&] { ParallelDeflateWriter(writer, 10, 1); },
+                      {"ZipWriter '" + path("bad.zip") + "'",
+                       "deflate level must be -1 (default) or 0..9, got 10"});
+  expect_throw<Error>([&] { ParallelDeflateWriter(writer, -2, 1); }, {"got -2"});
+}
+
+TEST_F(ParallelDeflateTest, AWorkersFailureNamesTheMemberAndEveryThreadIsJoined) {
+  const std::size_t threads_before = thread_count();
+  const std::vector<PrefixedMember> members = prefixed_members();
+  File out(path("failed.zip"), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+  ZipWriter writer(out);
+  std::optional<ParallelDeflateWriter> deflater(std::in_place, writer, ZipWriter::kDefaultLevel, 4);
+  EXPECT_EQ(thread_count(), threads_before + 4);
+  for (std::size_t i = 0; i < 3; ++i) {
+    deflater->add({members[i].name, members[i].prefix, members[i].data.data(),
+                   members[i].data.size(), nullptr});
+  }
+  // A size no buffer can hold: the worker fails before it reads a byte of the data.
+  const uint8_t byte = 0;
+  deflater->add({"impossible.npy", "header", &byte, SIZE_MAX - 10, nullptr});
+  // Rethrown when its turn to be written comes: here by add(), which makes room for the next
+  // member (the impossible one is over the budget of bytes in flight).
+  expect_throw<Error>(
+      [&] {
+        deflater->add(
+            {members[4].name, "", members[4].data.data(), members[4].data.size(), nullptr});
+        deflater->finish();
+      },
+      {"ZipWriter '" + path("failed.zip") +
+       "': member 'impossible.npy': " + "compressing failed: member too large"});
+  // The members before it were written, in order.
+  EXPECT_GT(writer.bytes_written(), members[0].data.size() / 2);
+  deflater.reset();
+  EXPECT_EQ(thread_count(), threads_before);
+
+  // Destroyed while members are queued and compressing (as when the caller throws): joined.
+  {
+    ParallelDeflateWriter busy(writer, 9, 2);
+    for (int i = 0; i < 3; ++i) {
+      busy.add({"busy" + std::to_string(i), "", members[0].data.data(), members[0].data.size(),
+                nullptr});
+    }
+  }
+  EXPECT_EQ(thread_count(), threads_before);
+}
+
+TEST_F(ParallelDeflateTest, WriteDeflatedChecksNamesAndState) {
+  const std::string zip = write_zip("direct.zip", [&](ZipWriter& writer) {
+    // One empty final stored block: the raw deflate stream of nothing.
+    const Bytes empty_stream{1, 0, 0, 0xFF, 0xFF};
+    writer.write_deflated("a", kCrc32Initial, 0, empty_stream.data(), empty_stream.size());
+    expect_throw<Error>(
+        [&] { writer.write_deflated("a", 0, 0, empty_stream.data(), empty_stream.size()); },
+        {"member 'a': duplicate member name"});
+    expect_throw<Error>([&] { writer.write_deflated("", 0, 0, nullptr, 0); },
+                        {"name must be 1 to 65535 bytes long, got 0"});
+    writer.begin_member("open");
+    expect_throw<Error>(
+        [&] { writer.write_deflated("b", 0, 0, empty_stream.data(), empty_stream.size()); },
+        {"write_deflated() called inside a member"});
+    writer.end_member();
+  });
+  expect_unzip_ok(zip);
+  ZipReader reader(zip);
+  reader.verify();
+  ASSERT_EQ(reader.entries().size(), 2u);
+  EXPECT_EQ(reader.entries()[0].method, static_cast<uint16_t>(Compression::kDeflate));
 }
 
 }  // namespace

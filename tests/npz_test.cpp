@@ -1,7 +1,9 @@
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <map>
 
+#include "container/crc32.h"
 #include "support.h"
 #include "test_programs.h"
 
@@ -476,6 +478,131 @@ TEST(Tool, ConvertsBetweenFormatsAndInspectsNpz) {
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 7"));
   EXPECT_THAT(inspect.output, ::testing::ContainsRegex("models/main/h +BFloat16 +\\(2\\)"));
   EXPECT_EQ(run_command(tool + " verify " + shell_quote(dir / "b.npz")).exit_code, 0);
+}
+
+// ------------------------------------------------------------ deflate on all cores
+
+// Key, dtype, shape and the CRC-32 of the elements as numpy loads them, one line per array.
+constexpr const char* kDescribeCrc = R"(
+import sys, zlib, numpy as np
+with np.load(sys.argv[1]) as f:
+    for k in f.files:
+        a = f[k]
+        if a.dtype.kind == 'U':
+            print(k, a.dtype.str, a.shape, repr(str(a)))
+        else:
+            print(k, a.dtype.str, a.shape, zlib.crc32(np.ascontiguousarray(a).tobytes()))
+)";
+
+std::string crc_line(const std::string& key, const std::string& numpy, const at::Tensor& value) {
+  const at::Tensor bytes =
+      (value.scalar_type() == at::kBFloat16 ? value.to(at::kFloat) : value).contiguous();
+  return fmt::format(
+      "{} {} {} {}", key, numpy, python_shape(value.sizes()),
+      container::crc32_update(container::kCrc32Initial, bytes.data_ptr(), bytes.nbytes()));
+}
+
+// The threads of this process, from /proc/self/task.
+size_t thread_count() {
+  size_t count = 0;
+  for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    ++count;
+  }
+  return count;
+}
+
+TEST(NpzSavefun, DeflateOnWorkerThreadsReadsBackInNumpyUnzipAndReadNpz) {
+  TempDir dir;
+  torch::manual_seed(5);
+  StateDict state;
+  std::vector<std::string> expected;
+  const auto add = [&](const std::string& key, const std::string& numpy, const at::Tensor& value) {
+    state.set(key, value);
+    expected.push_back(crc_line(key, numpy, value));
+  };
+  // Weights of many sizes (random floats: only their exponents compress), written from their
+  // own memory, among members that are converted first or are texts.
+  const std::vector<std::vector<int64_t>> sizes = {{1024, 1024}, {512, 1024}, {1000, 3},
+                                                   {257},        {1},         {2048, 1024}};
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    add(fmt::format("layers/{}/weight", i), "<f4", at::randn(sizes[i]));
+  }
+  add("empty", "<f4", at::zeros({0, 3}));
+  add("empty_bf16", "<f4", at::zeros({0}, at::kBFloat16));
+  add("scalar", "<f8", at::scalar_tensor(2.5, at::kDouble));
+  add("count", "<i8", at::scalar_tensor(12345, at::kLong));
+  state.set("text", std::string("h\xc3\xa9llo \xe2\x9c\x93"));
+  expected.push_back("text <U7 () 'h\xc3\xa9llo \xe2\x9c\x93'");
+  add("bf16", "<f4", at::randn({300, 7}).to(at::kBFloat16));
+  add("transposed", "<f4", at::randn({600, 500}).t());
+  add("bf16_transposed", "<f4", at::randn({40, 30}).to(at::kBFloat16).t());
+  add("offset", "<f4", at::randn({100, 64}).narrow(0, 10, 50));  // contiguous, not at 0
+  add("ints", "<i8", at::arange(-500, 500, at::kLong).reshape({10, 100}));
+  state.set("log", std::string(5000, 'x'));
+  expected.push_back("log <U5000 () '" + std::string(5000, 'x') + "'");
+
+  std::map<int, std::vector<uint8_t>> bytes_of;
+  for (int threads : {1, 3, 0}) {
+    SCOPED_TRACE(threads);
+    const std::string path = dir / fmt::format("t{}.npz", threads);
+    npz_savefun(NpzOptions().compression(NpzCompression::kDeflate).threads(threads))(path, state);
+    bytes_of[threads] = read_file(path);
+    const std::string out = python(kDescribeCrc, {path});
+    for (const std::string& line : expected) {
+      EXPECT_NE(out.find(line + "\n"), std::string::npos) << line.substr(0, 120) << "\n" << out;
+    }
+    const StateDict back = read_npz(path);
+    ASSERT_EQ(back.size(), state.size());
+    for (const auto& [key, value] : state) {
+      if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+        EXPECT_TRUE(same_tensor(back.tensor(key), *tensor)) << key;
+      } else {
+        EXPECT_EQ(back.text(key), std::get<std::string>(value)) << key;
+      }
+    }
+  }
+  // Each member is compressed alone: the same bytes for any thread count.
+  EXPECT_EQ(bytes_of[1], bytes_of[3]);
+  EXPECT_EQ(bytes_of[1], bytes_of[0]);
+
+  const std::string path = dir / "t1.npz";
+  EXPECT_EQ(python(R"(
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    infos = z.infolist()
+    assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in infos)
+    assert all(i.extract_version == 20 for i in infos)  # sizes known up front: no ZIP64 extra
+    assert infos[-1].filename == 'tth/npz_dtypes.npy', infos[-1].filename
+    w = z.getinfo('layers/5/weight.npy')
+    assert w.compress_size < w.file_size * 0.95, (w.compress_size, w.file_size)
+    print(z.testzip())
+)",
+                   {path}),
+            "None\n");
+  const auto unzip = run_command("unzip -t " + shell_quote(path));
+  EXPECT_EQ(unzip.exit_code, 0) << unzip.output;
+}
+
+TEST(NpzSavefun, DeflateErrorAtALateKeyIsTheSameErrorAndJoinsEveryThread) {
+  TempDir dir;
+  StateDict state;
+  for (int i = 0; i < 12; ++i) state.set(fmt::format("w{}", i), at::randn({256, 1024}));
+  const auto deflate = npz_savefun(NpzOptions().compression(NpzCompression::kDeflate).threads(2));
+  deflate(dir / "ok.npz", state);  // Starts whatever threads LibTorch starts on first use.
+  const size_t threads_before = thread_count();
+  state.set("q", at::zeros({2}, at::kComplexHalf));
+  state.set("after", at::ones({3}));
+  EXPECT_THROW_WITH(deflate(dir / "x.npz", state), Error,
+                    "npz_savefun: key 'q': dtype ComplexHalf has no numpy equivalent");
+  EXPECT_EQ(thread_count(), threads_before);
+  StateDict text;
+  text.set("w", at::randn({256, 1024}));
+  text.set("t", std::string("\xff\xfe"));
+  EXPECT_THROW_WITH(deflate(dir / "y.npz", text), Error,
+                    "key 't' holds a text that is not valid UTF-8");
+  EXPECT_EQ(thread_count(), threads_before);
+  EXPECT_THROW_WITH(npz_savefun(NpzOptions().threads(-1)), Error,
+                    "NpzOptions: threads must be >= 0, got -1");
 }
 
 }  // namespace

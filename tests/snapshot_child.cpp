@@ -6,21 +6,36 @@
 //       Trains N iterations (or stops at S), taking a snapshot at K and resuming from the
 //       newest snapshot in DIR if any. Writes the losses of the iterations it ran and its
 //       final state (without the elapsed time) to FILE.
-//   snapshot_child crash-loop --out DIR
-//       Snapshots every iteration forever (n_retains 3); prints "ready" after the first.
-//   snapshot_child start --out DIR
+//   snapshot_child crash-loop --out DIR [--writer simple|thread|queue]
+//       Snapshots every iteration forever (n_retains 3) with that writer (default simple);
+//       prints "ready" after the first.
+//   snapshot_child start --out DIR [--writer simple|thread|queue]
 //       As crash-loop, but runs one iteration (autoload, temp clean-up, a snapshot) and exits.
 //   snapshot_child hold --out DIR
 //       Two iterations with a snapshot each (n_retains 1). The second snapshot's savefun, once
 //       it has written the temp file, prints "writing <temp path>" and waits for a line on
 //       stdin before it returns, so that the test holds a run with a write in flight.
+//   snapshot_child signal --out DIR [--writer simple|thread|queue] [--slow-save MS]
+//                         [--iterations N]
+//       crash-loop's model with tth::save_on_signal() (SIGTERM, SIGUSR1) and a snapshot that
+//       saves only on a signal (autoload on). Prints "start K" once started (K: the iteration
+//       it resumed at), "iteration I" after each iteration (about 5 ms each), and at the end
+//       "stopped at I by signal" or, when the stop trigger {N (default 2000), iteration} ended
+//       it, "stopped at I by trigger". With --slow-save, the savefun prints "saving <temp
+//       path>" once it has written the temp file and waits MS before the commit, or less if a
+//       line arrives on stdin first (so a test can send a signal during the save, then let it
+//       go on, without guessing times).
+#include <poll.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <map>
 #include <string>
 
+#include "tth/save_on_signal.h"
 #include "tth/tth.h"
 
 namespace {
@@ -104,6 +119,13 @@ int train(const std::map<std::string, std::string>& args) {
   return 0;
 }
 
+std::shared_ptr<tth::Writer> make_writer(const std::string& kind) {
+  if (kind == "thread") return std::make_shared<tth::ThreadWriter>();
+  if (kind == "queue") return std::make_shared<tth::QueueWriter>(int64_t{64} << 20);
+  if (kind == "simple") return std::make_shared<tth::SimpleWriter>();
+  throw std::runtime_error("unknown writer " + kind);
+}
+
 // Snapshots every iteration; with `forever`, trains until killed, else one iteration.
 int crash_loop(const std::map<std::string, std::string>& args, bool forever) {
   torch::manual_seed(0);
@@ -114,7 +136,9 @@ int crash_loop(const std::map<std::string, std::string>& args, bool forever) {
   tth::TorchTrainerHook hook(tth::HookOptions(10).out(get(args, "--out")));
   hook.add_model("main", model);
   hook.add_optimizer("main", optimizer);
-  auto snap = tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(3));
+  tth::SnapshotOptions options;
+  options.autoload(true).n_retains(3).writer(make_writer(get(args, "--writer", "simple")));
+  auto snap = tth::snapshot(options);
   hook.extend(snap, tth::ExtendOptions().trigger({1, tth::iteration}));
   hook.extend(tth::make_extension([](tth::TorchTrainerHook& h) {
                 std::cout << "ready " << h.iteration() << std::endl;
@@ -158,6 +182,65 @@ int hold(const std::map<std::string, std::string>& args) {
   return 0;
 }
 
+// Trains until a signal (see the header comment); the only snapshots are the signal's.
+int signal_loop(const std::map<std::string, std::string>& args) {
+  // crash-loop's model and optimizer.
+  torch::manual_seed(0);
+  torch::nn::Sequential model(torch::nn::Linear(1024, 512), torch::nn::Linear(512, 1024));
+  auto optimizer =
+      std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.01));
+  const int64_t iterations = std::stoll(get(args, "--iterations", "2000"));
+  tth::TorchTrainerHook hook(
+      tth::HookOptions(10).out(get(args, "--out")).stop_trigger({iterations, tth::iteration}));
+  hook.add_model("main", model);
+  hook.add_optimizer("main", optimizer);
+  const int slow_ms = std::stoi(get(args, "--slow-save", "0"));
+  tth::SaveFunction savefun = [slow_ms](const std::string& temp, const tth::StateDict& state) {
+    tth::torch_savefun()(temp, state);
+    if (slow_ms <= 0) return;
+    std::cout << "saving " << temp << std::endl;
+    pollfd input{STDIN_FILENO, POLLIN, 0};
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(slow_ms);
+    for (auto now = std::chrono::steady_clock::now(); now < deadline;
+         now = std::chrono::steady_clock::now()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+      if (::poll(&input, 1, static_cast<int>(left.count()) + 1) > 0) break;  // EINTR: poll again
+    }
+    char line[256];
+    if (input.revents != 0) (void)::read(STDIN_FILENO, line, sizeof line);
+  };
+  const std::string kind = get(args, "--writer", "simple");
+  std::shared_ptr<tth::Writer> writer;
+  if (kind == "thread") {
+    writer = std::make_shared<tth::ThreadWriter>(savefun);
+  } else if (kind == "queue") {
+    writer = std::make_shared<tth::QueueWriter>(int64_t{64} << 20, savefun);
+  } else if (kind == "simple") {
+    writer = std::make_shared<tth::SimpleWriter>(savefun);
+  } else {
+    throw std::runtime_error("unknown writer " + kind);
+  }
+  hook.extend(tth::snapshot(tth::SnapshotOptions().writer(writer).autoload(true)),
+              tth::ExtendOptions().trigger(tth::TriggerRef::never()));
+  hook.extend(tth::make_extension([](tth::TorchTrainerHook& h) {
+                std::cout << "iteration " << h.iteration() << std::endl;
+              }),
+              "announce", {1, tth::iteration});
+  hook.extend(tth::save_on_signal());
+  hook.start();
+  std::cout << "start " << hook.iteration() << std::endl;
+  while (!hook.done()) {
+    hook.run_iteration([&] {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) p.add_(0.001);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    });
+  }
+  std::cout << "stopped at " << hook.iteration()
+            << (hook.iteration() < iterations ? " by signal" : " by trigger") << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -169,6 +252,7 @@ int main(int argc, char** argv) {
     if (mode == "crash-loop") return crash_loop(args, /*forever=*/true);
     if (mode == "start") return crash_loop(args, /*forever=*/false);
     if (mode == "hold") return hold(args);
+    if (mode == "signal") return signal_loop(args);
   } catch (const std::exception& error) {
     std::cerr << "snapshot_child: " << error.what() << '\n';
     return 1;

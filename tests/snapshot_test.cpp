@@ -16,6 +16,7 @@ namespace tth {
 namespace {
 
 namespace fs = std::filesystem;
+using test::files_in;
 using test::python;
 using test::read_file;
 using test::run_command;
@@ -24,17 +25,6 @@ using test::shell_quote;
 using test::TempDir;
 using test::Training;
 using test::write_file;
-
-// The regular files under `dir`, but the lock files a live (or killed) run keeps there.
-std::vector<std::string> files_in(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file() || entry.path().filename() == kLockFileName) continue;
-    names.push_back(fs::relative(entry.path(), dir).string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 std::vector<std::string> temp_files_in(const std::string& dir) {
   std::vector<std::string> temps;
@@ -645,14 +635,15 @@ TEST(Resume, BitExactFromAnNpzSnapshot) {
 
 // Starts `snapshot_child crash-loop`, waits until it reports `ready_lines` snapshots, then
 // SIGKILLs it after a random delay.
-void run_and_kill(const std::string& out, std::mt19937& random) {
+void run_and_kill(const std::string& out, const std::string& writer, std::mt19937& random) {
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
-  std::vector<std::string> args = {TTH_SNAPSHOT_CHILD, "crash-loop", "--out", out};
+  std::vector<std::string> args = {TTH_SNAPSHOT_CHILD, "crash-loop", "--out", out,
+                                   "--writer",         writer};
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -672,7 +663,9 @@ void run_and_kill(const std::string& out, std::mt19937& random) {
   EXPECT_TRUE(WIFSIGNALED(status));
 }
 
-TEST(SnapshotCrash, KilledWritersNeverLeaveATornSnapshot) {
+// Kills a training that snapshots every iteration with `writer` at random moments, then
+// checks that every snapshot file verifies and that the next start resumes and cleans up.
+void expect_kills_leave_no_torn_snapshot(const std::string& writer) {
   const char* env = std::getenv("TTH_CRASH_KILLS");
   const int kills = env ? std::atoi(env) : 6;
   TempDir dir;
@@ -680,17 +673,28 @@ TEST(SnapshotCrash, KilledWritersNeverLeaveATornSnapshot) {
   std::mt19937 random(12345);
   int temps_seen = 0;
   for (int kill = 0; kill < kills; ++kill) {
-    run_and_kill(out, random);
+    run_and_kill(out, writer, random);
     temps_seen += static_cast<int>(temp_files_in(out).size());
     for (const auto& name : files_in(out)) {
       if (is_temp_file_name(fs::path(name).filename().string())) continue;
       EXPECT_NO_THROW(read_snapshot(out + "/" + name)) << "after kill " << kill << ": " << name;
     }
   }
-  const std::string log = child("start --out " + shell_quote(out));
+  const std::string log = child("start --out " + shell_quote(out) + " --writer " + writer);
   EXPECT_THAT(log, ::testing::HasSubstr("resumed from"));
   EXPECT_TRUE(temp_files_in(out).empty());
-  std::cout << "kills: " << kills << ", temp files left by kills: " << temps_seen << '\n';
+  std::cout << writer << " writer: kills: " << kills << ", temp files left by kills: " << temps_seen
+            << '\n';
+}
+
+TEST(SnapshotCrash, KilledWritersNeverLeaveATornSnapshot) {
+  expect_kills_leave_no_torn_snapshot("simple");
+}
+TEST(SnapshotCrash, KilledThreadWriterNeverLeavesATornSnapshot) {
+  expect_kills_leave_no_torn_snapshot("thread");
+}
+TEST(SnapshotCrash, KilledQueueWriterNeverLeavesATornSnapshot) {
+  expect_kills_leave_no_torn_snapshot("queue");
 }
 
 }  // namespace
@@ -1013,6 +1017,386 @@ TEST(SnapshotFilename, NamesThatCouldExceedNameMaxFailAtConstruction) {
   EXPECT_THROW_WITH(snapshot(SnapshotOptions().filename(std::string(NAME_MAX + 1, 'd') + "/s")),
                     Error, "NAME_MAX");
   EXPECT_NO_THROW(snapshot(SnapshotOptions().filename(std::string(NAME_MAX, 'd') + "/s")));
+}
+
+}  // namespace
+}  // namespace tth
+
+// ---- keep_best: retention by a reported value beside retention by progress ----
+
+#include <thread>
+
+#include "container/zip_reader.h"
+#include "text_util.h"
+
+namespace tth {
+namespace {
+
+using Files = std::vector<std::string>;
+using test::CapturedWarnings;
+using test::TempDir;
+using test::Training;
+
+constexpr char kAccuracy[] = "validation/main/accuracy";
+
+// One iteration of `setup` that reports `value` under `key` (nothing for nullopt).
+void step_reporting(Training& setup, std::optional<double> value,
+                    const std::string& key = kAccuracy) {
+  setup.hook->run_iteration([&] {
+    if (value) report(key, *value);
+  });
+}
+
+// A snapshot "s_{iteration}" of every iteration, with `retains` and `best`.
+void extend_keep_best(Training& setup, int retains, const KeepBestOptions& best,
+                      SnapshotOptions options = SnapshotOptions()) {
+  setup.hook->extend(snapshot(options.filename("s_{iteration}").n_retains(retains).keep_best(best)),
+                     ExtendOptions().trigger({1, iteration}));
+}
+
+// Runs `values` (one per iteration) and checks the files left after each snapshot.
+void expect_files_after_each(Training& setup, const TempDir& dir,
+                             const std::vector<std::optional<double>>& values,
+                             const std::vector<Files>& expected) {
+  ASSERT_EQ(values.size(), expected.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    step_reporting(setup, values[i]);
+    EXPECT_EQ(files_in(dir.path().string()), expected[i]) << "after iteration " << i + 1;
+  }
+}
+
+// The metric written into a snapshot by the first run of the tests below.
+double metric_in(const std::string& path) {
+  return read_snapshot_metadata(path).get_double(kRetentionMetricKey);
+}
+
+// Flips the last byte of the largest member that holds state, not metadata (tensor data of a
+// LibTorch archive, or an array of an npz file; both stored, so the byte is the value's).
+void flip_a_state_byte(const std::string& path) {
+  const container::ZipEntry* largest = nullptr;
+  const container::ZipReader reader(path);
+  for (const auto& entry : reader.entries()) {
+    const bool state = entry.name.find("/data/") != std::string::npos ||
+                       (ends_with(entry.name, ".npy") && entry.name.rfind("tth/", 0) != 0);
+    if (state && (largest == nullptr || entry.uncompressed_size > largest->uncompressed_size)) {
+      largest = &entry;
+    }
+  }
+  ASSERT_NE(largest, nullptr);
+  ASSERT_GE(largest->uncompressed_size, 48u);  // not a 0-d metadata value
+  auto bytes = read_file(path);
+  bytes.at(largest->data_offset + largest->compressed_size - 1) ^= 0x01;
+  write_file(path, bytes);
+}
+
+TEST(SnapshotKeepBest, KeepsTheNewestAndTheBestWithExactSetsAfterEachSnapshot) {
+  TempDir dir;
+  Training setup(dir.path().string());
+  extend_keep_best(setup, 2, KeepBestOptions(2, kAccuracy).mode(Mode::kMax));
+  expect_files_after_each(setup, dir, {0.5, 0.9, 0.3, 0.7, 0.95, 0.1, 0.2, 0.6},
+                          {{"s_1"},
+                           {"s_1", "s_2"},
+                           {"s_1", "s_2", "s_3"},
+                           {"s_2", "s_3", "s_4"},         // s_1 is neither newest nor best
+                           {"s_2", "s_4", "s_5"},         // s_5 is both newest and best
+                           {"s_2", "s_5", "s_6"},         // s_6, the worst, is the resume point
+                           {"s_2", "s_5", "s_6", "s_7"},  // the newest two, the best two
+                           {"s_2", "s_5", "s_7", "s_8"}});
+  // The value is in the file, exactly as reported.
+  EXPECT_EQ(metric_in(dir / "s_5"), 0.95);
+  EXPECT_EQ(read_snapshot(dir / "s_2").tensor(kRetentionMetricKey).scalar_type(), at::kDouble);
+}
+
+TEST(SnapshotKeepBest, MinKeepsTheSmallestAndAutoFollowsTheKeyName) {
+  const std::vector<std::optional<double>> values = {0.5, 0.9, 0.3, 0.7, 0.95, 0.1, 0.2, 0.6};
+  const std::vector<Files> smallest = {{"s_1"},
+                                       {"s_1", "s_2"},
+                                       {"s_1", "s_3"},
+                                       {"s_1", "s_3", "s_4"},
+                                       {"s_1", "s_3", "s_5"},
+                                       {"s_3", "s_6"},
+                                       {"s_6", "s_7"},
+                                       {"s_6", "s_7", "s_8"}};
+  const std::vector<Files> largest = {
+      {"s_1"},        {"s_1", "s_2"},        {"s_1", "s_2", "s_3"}, {"s_2", "s_4"},
+      {"s_2", "s_5"}, {"s_2", "s_5", "s_6"}, {"s_2", "s_5", "s_7"}, {"s_2", "s_5", "s_8"}};
+  for (const auto& [key, mode, expected] : {std::tuple{"main/loss", Mode::kMin, smallest},
+                                            std::tuple{"main/loss", Mode::kAuto, smallest},
+                                            std::tuple{"main/accuracy", Mode::kAuto, largest},
+                                            std::tuple{"main/loss", Mode::kMax, largest}}) {
+    SCOPED_TRACE(std::string(key) + " mode " + std::to_string(static_cast<int>(mode)));
+    TempDir dir;
+    Training setup(dir.path().string());
+    extend_keep_best(setup, 1, KeepBestOptions(2, key).mode(mode));
+    for (size_t i = 0; i < values.size(); ++i) {
+      step_reporting(setup, values[i], key);
+      EXPECT_EQ(files_in(dir.path().string()), expected[i]) << "after iteration " << i + 1;
+    }
+  }
+}
+
+TEST(SnapshotKeepBest, TheNewestStaysEvenWhenItIsTheWorstAndTiesGoToTheOlder) {
+  TempDir dir;
+  Training setup(dir.path().string());
+  extend_keep_best(setup, 1, KeepBestOptions(1, kAccuracy).mode(Mode::kMax));
+  // Best-only retention would delete s_2 and s_3, the resume points (Orbax's bug).
+  expect_files_after_each(
+      setup, dir, {0.9, 0.1, 0.05, 0.9, 0.9},
+      {{"s_1"}, {"s_1", "s_2"}, {"s_1", "s_3"}, {"s_1", "s_4"}, {"s_1", "s_5"}});
+}
+
+TEST(SnapshotKeepBest, ASnapshotWithoutTheKeyOrAFiniteValueIsNeverAmongTheBest) {
+  TempDir dir;
+  CapturedWarnings warnings;
+  Training setup(dir.path().string());
+  extend_keep_best(setup, 1, KeepBestOptions(1, "validation/main/loss"));  // kAuto: kMin
+  step_reporting(setup, 0.5, "validation/main/loss");
+  step_reporting(setup, std::nullopt);  // the evaluator did not run this iteration
+  EXPECT_EQ(files_in(dir.path().string()), (Files{"s_1", "s_2"}));
+  EXPECT_FALSE(read_snapshot_metadata(dir / "s_2").contains(kRetentionMetricKey));
+  EXPECT_FALSE(read_snapshot(dir / "s_2").contains(kRetentionMetricKey));
+  step_reporting(setup, std::numeric_limits<double>::quiet_NaN(), "validation/main/loss");
+  EXPECT_FALSE(read_snapshot_metadata(dir / "s_3").contains(kRetentionMetricKey));
+  step_reporting(setup, 0.7, "validation/main/loss");
+  // Had a missing value counted as 0 (or NaN compared), s_2 or s_3 would beat s_1.
+  EXPECT_EQ(files_in(dir.path().string()), (Files{"s_1", "s_4"}));
+  size_t about_the_key = 0;
+  for (const auto& message : warnings.messages()) {
+    about_the_key += message.find("keep_best key 'validation/main/loss'") != std::string::npos;
+  }
+  EXPECT_EQ(about_the_key, 1u);  // once, for s_2
+  EXPECT_TRUE(warnings.contains("keep_best key 'validation/main/loss' was not reported when '" +
+                                (dir / "s_2") + "' was saved"));
+}
+
+TEST(SnapshotKeepBest, ARestartReadsTheValuesOfThePreviousRunsFiles) {
+  for (const bool npz : {false, true}) {
+    SCOPED_TRACE(npz ? "npz" : "LibTorch archive");
+    TempDir dir;
+    CapturedWarnings warnings;
+    const auto options = [&] {
+      SnapshotOptions options = SnapshotOptions().autoload(true);
+      if (npz) options.savefun(npz_savefun());
+      return options;
+    };
+    {
+      Training first(dir.path().string());
+      extend_keep_best(first, 1, KeepBestOptions(2, kAccuracy), options());
+      expect_files_after_each(first, dir, {0.3, 0.8, 0.6, 0.2},
+                              {{"s_1"}, {"s_1", "s_2"}, {"s_2", "s_3"}, {"s_2", "s_3", "s_4"}});
+      first.hook->finalize();
+    }
+    // A byte of s_2's state flipped: its CRC fails, but retention reads only its metadata, so
+    // its value still counts (no whole file is read or checked to rank it).
+    flip_a_state_byte(dir / "s_2");
+    ASSERT_THROW(verify_snapshot(dir / "s_2"), FormatError);
+    Training second(dir.path().string(), /*seed=*/3);
+    auto snap = snapshot(
+        options().filename("s_{iteration}").n_retains(1).keep_best(KeepBestOptions(2, kAccuracy)));
+    second.hook->extend(snap, ExtendOptions().trigger({1, iteration}));
+    step_reporting(second, 0.7);
+    ASSERT_TRUE(snap->loaded_path());
+    EXPECT_EQ(*snap->loaded_path(), dir / "s_4");
+    // Newest s_5; best 0.8 (s_2, read back) and 0.7 (s_5): 0.6 and 0.2 go.
+    EXPECT_EQ(files_in(dir.path().string()), (Files{"s_2", "s_5"}));
+    EXPECT_FALSE(warnings.contains("keep_best cannot read"));
+  }
+}
+
+TEST(SnapshotKeepBest, FilesFurtherAlongAreLeftAloneAndDoNotCompete) {
+  TempDir dir;
+  // Another run's file, further along and with the best value of all.
+  StateDict foreign;
+  foreign.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  foreign.set_int(kIterationKey, 100);
+  foreign.set_double(kRetentionMetricKey, 0.99);
+  torch_savefun()(dir / "s_100", foreign);
+  Training setup(dir.path().string());
+  extend_keep_best(setup, 1, KeepBestOptions(1, kAccuracy));
+  // Had s_100 counted as the best, s_1 would go after iteration 2.
+  expect_files_after_each(setup, dir, {0.6, 0.5, 0.7},
+                          {{"s_1", "s_100"}, {"s_1", "s_100", "s_2"}, {"s_100", "s_3"}});
+}
+
+TEST(SnapshotKeepBest, AFileWhoseValueCannotBeReadHasNone) {
+  TempDir dir;
+  CapturedWarnings warnings;
+  write_file(dir / "s_1", {'n', 'o', 't', ' ', 'a', ' ', 'z', 'i', 'p'});
+  StateDict text_value;
+  text_value.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  text_value.set(kRetentionMetricKey, std::string("0.99"));
+  torch_savefun()(dir / "s_2", text_value);
+  Training setup(dir.path().string());
+  extend_keep_best(setup, 1, KeepBestOptions(2, kAccuracy),
+                   SnapshotOptions().condition(
+                       [](const TorchTrainerHook& hook) { return hook.iteration() >= 3; }));
+  setup.hook->run_iteration([] {});
+  setup.hook->run_iteration([] {});
+  step_reporting(setup, 0.5);
+  // With room for two best files, s_1 or s_2 would stay had either a value.
+  EXPECT_EQ(files_in(dir.path().string()), (Files{"s_3"}));
+  EXPECT_TRUE(warnings.contains("keep_best cannot read the value of '" + (dir / "s_1") + "'"));
+}
+
+// Commits at once but calls `committed` later, on another thread, as an asynchronous writer
+// may: after training went on, or after the hook and the extension are gone.
+class DeferringWriter : public Writer {
+ public:
+  void write(const std::string& path, StateDict state,
+             const std::function<void()>& committed) override {
+    atomic_write(path, [&](const std::string& temp) { torch_savefun()(temp, state); });
+    pending_.push_back(committed);
+  }
+  void commit_pending_on_another_thread() {
+    std::thread([this] {
+      for (const auto& committed : pending_) committed();
+    }).join();
+    pending_.clear();
+  }
+
+ private:
+  std::vector<std::function<void()>> pending_;
+};
+
+TEST(SnapshotKeepBest, RetentionUsesWhatSaveCapturedNotTheHook) {
+  TempDir dir;
+  CapturedWarnings warnings;  // s_3 has no value; the writer's thread warns nothing
+  auto writer = std::make_shared<DeferringWriter>();
+  {
+    Training setup(dir.path().string());
+    extend_keep_best(setup, 1, KeepBestOptions(2, kAccuracy), SnapshotOptions().writer(writer));
+    step_reporting(setup, 0.3);
+    step_reporting(setup, 0.8);
+    step_reporting(setup, std::nullopt);  // what the hook observes when the callbacks run
+    EXPECT_EQ(files_in(dir.path().string()), (Files{"s_1", "s_2", "s_3"}));
+    writer->commit_pending_on_another_thread();
+    EXPECT_EQ(files_in(dir.path().string()), (Files{"s_1", "s_2", "s_3"}));  // 0.8, 0.3, newest
+    step_reporting(setup, 0.6);
+    step_reporting(setup, 0.2);
+  }  // the hook and the extension are gone before these commits finish
+  writer->commit_pending_on_another_thread();
+  EXPECT_EQ(files_in(dir.path().string()), (Files{"s_2", "s_4", "s_5"}));  // 0.8, 0.6, newest
+}
+
+TEST(SnapshotKeepBest, AutoloadLoadsTheNewestVerifiedSnapshotAndIgnoresTheValue) {
+  TempDir dir;
+  {
+    CapturedWarnings warnings;  // s_1, s_3 and s_5 have no value
+    Training first(dir.path().string());
+    extend_keep_best(first, 1, KeepBestOptions(1, kAccuracy));
+    for (double value : {0.9, 0.1, 0.2}) {
+      first.step();  // the model changes, so each snapshot's weights differ
+      step_reporting(first, value);
+    }
+    first.hook->finalize();
+  }
+  ASSERT_EQ(files_in(dir.path().string()), (Files{"s_2", "s_6"}));
+  const StateDict whole = read_snapshot(dir / "s_2");
+  EXPECT_EQ(whole.get_double(kRetentionMetricKey), 0.9);
+  EXPECT_EQ(verify_snapshot(dir / "s_2").get_double(kRetentionMetricKey), 0.9);
+  const StateDict saved = without_metadata(whole);
+  EXPECT_FALSE(saved.contains(kRetentionMetricKey));
+  // The newest torn: autoload falls back to the newest that verifies, value and all.
+  auto torn = read_file(dir / "s_6");
+  torn.resize(torn.size() / 2);
+  write_file(dir / "s_6", torn);
+
+  Training second(dir.path().string(), /*seed=*/5);
+  auto snap = snapshot(SnapshotOptions()
+                           .filename("s_{iteration}")
+                           .autoload(true)
+                           .n_retains(1)
+                           .keep_best(KeepBestOptions(1, kAccuracy)));
+  second.hook->extend(snap, ExtendOptions().trigger({1, iteration}));
+  {
+    CapturedWarnings warnings;
+    step_reporting(second, 0.5);  // a strict whole-state load: an unknown key would throw
+    EXPECT_TRUE(warnings.contains("autoload skips '" + (dir / "s_6") + "'"));
+  }
+  ASSERT_TRUE(snap->loaded_path());
+  EXPECT_EQ(*snap->loaded_path(), dir / "s_2");
+  EXPECT_EQ(second.hook->iteration(), 3);
+  EXPECT_TRUE(same_tensor(second.model->parameters()[0], saved.tensor("models/main/0.weight")));
+
+  // snapshot_object: its strict load ignores the value too.
+  {
+    Training object_run(dir / "object");
+    object_run.hook->extend(
+        snapshot_object(object_run.model, "m_{iteration}",
+                        SnapshotOptions().n_retains(1).keep_best(KeepBestOptions(1, kAccuracy))),
+        ExtendOptions().trigger({1, iteration}));
+    step_reporting(object_run, 0.4);
+    object_run.hook->finalize();
+  }
+  EXPECT_EQ(metric_in(dir / "object/m_1"), 0.4);
+  Training object_resumed(dir / "object", /*seed=*/6);
+  object_resumed.hook->extend(
+      snapshot_object(object_resumed.model, "m_{iteration}", SnapshotOptions().autoload(true)),
+      ExtendOptions().trigger(TriggerRef::never()));
+  object_resumed.hook->run_iteration([] {});
+  const StateDict object_saved = read_snapshot(dir / "object/m_1");
+  EXPECT_TRUE(same_tensor(object_resumed.model->parameters()[0], object_saved.tensor("0.weight")));
+}
+
+TEST(SnapshotKeepBest, BadOptionsNameTheOption) {
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().keep_best(KeepBestOptions(3, kAccuracy))), Error,
+                    "SnapshotOptions: keep_best requires n_retains >= 1 (n_retains -1 keeps every "
+                    "file anyway), got n_retains -1");
+  EXPECT_THROW_WITH(
+      snapshot(SnapshotOptions().n_retains(1).keep_best(KeepBestOptions(0, kAccuracy))), Error,
+      "SnapshotOptions: keep_best.n must be >= 1, got 0");
+  EXPECT_THROW_WITH(
+      snapshot(SnapshotOptions().n_retains(1).keep_best(KeepBestOptions(-2, kAccuracy))), Error,
+      "SnapshotOptions: keep_best.n must be >= 1, got -2");
+  EXPECT_THROW_WITH(snapshot(SnapshotOptions().n_retains(1).keep_best(KeepBestOptions(1, ""))),
+                    Error, "SnapshotOptions: keep_best.key must not be empty");
+  EXPECT_THROW_WITH(snapshot_object(std::make_shared<torch::nn::LinearImpl>(2, 2), "m_{iteration}",
+                                    SnapshotOptions().keep_best(KeepBestOptions(1, kAccuracy))),
+                    Error, "SnapshotOptions: keep_best requires n_retains >= 1");
+  EXPECT_NO_THROW(snapshot(SnapshotOptions().n_retains(1).keep_best(KeepBestOptions(1, "k"))));
+}
+
+TEST(SnapshotFile, ReadSnapshotMetadataReadsOnlyTheMetadata) {
+  TempDir dir;
+  StateDict state;
+  state.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  state.set_int(kIterationKey, 7);
+  state.set_double(kRetentionMetricKey, 0.25);
+  state.set("w", torch::arange(64, torch::kFloat));
+  for (const auto& [name, savefun] :
+       {std::pair{"a.pt", torch_savefun()}, std::pair{"a.npz", npz_savefun()}}) {
+    SCOPED_TRACE(name);
+    const std::string path = dir / name;
+    savefun(path, state);
+    flip_a_state_byte(path);
+    EXPECT_THROW_WITH(verify_snapshot(path), FormatError, "CRC-32");
+    const StateDict metadata = read_snapshot_metadata(path);
+    std::vector<std::string> keys;
+    for (const auto& entry : metadata) keys.push_back(entry.first);
+    EXPECT_EQ(keys,
+              (std::vector<std::string>{kFormatVersionKey, kIterationKey, kRetentionMetricKey}));
+    EXPECT_EQ(metadata.get_double(kRetentionMetricKey), 0.25);
+    auto torn = read_file(path);
+    torn.resize(torn.size() - 30);  // the index is gone
+    write_file(path, torn);
+    EXPECT_THROW_WITH(read_snapshot_metadata(path), FormatError, path);
+  }
+  write_file(dir / "plain", {'x', 'y'});
+  EXPECT_THROW_WITH(read_snapshot_metadata(dir / "plain"), FormatError,
+                    "'" + (dir / "plain") + "' is neither a LibTorch archive nor an npz file");
+  // A newer format is refused as read_snapshot refuses it.
+  StateDict future = state;
+  future.set_int(kFormatVersionKey, kSnapshotFormatVersion + 1);
+  torch_savefun()(dir / "future.pt", future);
+  EXPECT_THROW_WITH(read_snapshot_metadata(dir / "future.pt"), FormatError,
+                    fmt::format("format version {}", kSnapshotFormatVersion + 1));
+  // A large metadata value is a file built to make the reader allocate: refused unread.
+  StateDict large = state;
+  large.set("tth/large", torch::zeros({int64_t{1} << 19}, torch::kFloat));  // 2 MiB
+  torch_savefun()(dir / "large.pt", large);
+  EXPECT_THROW_WITH(read_snapshot_metadata(dir / "large.pt"), FormatError,
+                    "bytes, but metadata is small");
+  EXPECT_THROW_WITH(verify_snapshot(dir / "large.pt"), FormatError, "bytes, but metadata is small");
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -117,6 +118,18 @@ struct Training {
 /// Bitwise equality of dtype, shape and contents.
 inline bool same_tensor(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && a.equal(b);
+}
+
+/// The regular files under `dir` (relative paths, sorted), but the lock files a live (or
+/// killed) run keeps there.
+inline std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == kLockFileName) continue;
+    names.push_back(std::filesystem::relative(entry.path(), dir).string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 /// Runs `n` empty iterations of `hook`.

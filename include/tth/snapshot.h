@@ -2,6 +2,8 @@
 //
 //   hook.extend(tth::snapshot());                                   // whole state, every epoch
 //   hook.extend(tth::snapshot(tth::SnapshotOptions().autoload(true).n_retains(3)));
+//   hook.extend(tth::snapshot(tth::SnapshotOptions().n_retains(2).keep_best(
+//       tth::KeepBestOptions(3, "validation/main/accuracy").mode(tth::Mode::kMax))));
 //   hook.extend(tth::snapshot_object(model, "model_iter_{iteration}.pt"),
 //               tth::ExtendOptions().trigger({1000, tth::iteration}));
 //
@@ -16,13 +18,27 @@
 // durable, choosing by training progress (the template's {iteration}), never by mtime; files
 // further along than the new one (another run's) are left alone.
 //
+// keep_best: retention also keeps the best N files by a reported value. The kept set is the
+// newest n_retains by progress UNION the best N by the value; the file just written (the resume
+// point) is always kept, even when it is the worst. The value is read from hook.observation()
+// when the snapshot is taken (so whatever reports it, an evaluator, must run before: kSnapshot
+// runs last) and written into the file as the metadata entry tth/retention_metric
+// (snapshot_file.h), from which a restarted run reads it back, cheaply (the file's index and
+// metadata only, once per file). A snapshot taken when the key was not reported, or not as a
+// finite number, has no value and never counts among the best (warned once, naming the key);
+// so does a file whose value cannot be read. Ties go to the older file (as a best-value
+// trigger, which fires only on a strict improvement). Loading ignores the entry.
+//
 // Autoload (in the resume phase, before any extension's initialize): the newest snapshot by
 // progress that verifies (zip structure, every CRC-32, format version) is loaded; torn or
 // corrupt files are skipped with a warning naming them. A file that verifies but does not fit
 // the training (other model) is an error, not skipped. No snapshot is not an error.
 //
 // Defaults: trigger {1, epoch}, priority kSnapshot (runs after every trigger of the
-// iteration was evaluated). Thread safety: training thread only.
+// iteration was evaluated). Thread safety: training thread only. Retention runs in the
+// writer's `committed` callback, on the writer's thread for an asynchronous writer
+// (async_writer.h): it uses only what save() captured (directory, path, value) and a cache of
+// values guarded by a lock, never the hook, so training may go on meanwhile.
 #pragma once
 
 #include <torch/arg.h>
@@ -34,6 +50,7 @@
 #include <type_traits>
 
 #include "tth/extension.h"
+#include "tth/mode.h"
 #include "tth/savefun.h"
 #include "tth/stateful.h"
 #include "tth/torch_fwd.h"
@@ -42,6 +59,19 @@
 namespace tth {
 
 class SnapshotFilename;
+
+/// Which snapshots SnapshotOptions::keep_best keeps beside the newest: the best `n` by the
+/// value reported under `key` in the iteration each snapshot was taken.
+struct KeepBestOptions {
+  KeepBestOptions(int n, std::string key) : n_(n), key_(std::move(key)) {}
+  /// How many of the best files to keep; must be >= 1.
+  TORCH_ARG(int, n);
+  /// The reported key, e.g. "validation/main/accuracy"; must not be empty.
+  TORCH_ARG(std::string, key);
+  /// kMax keeps the largest values, kMin the smallest; kAuto means kMax when the key contains
+  /// "accuracy", else kMin (as EarlyStoppingTrigger). Default kAuto.
+  TORCH_ARG(Mode, mode) = Mode::kAuto;
+};
 
 /// Options of snapshot and snapshot_object.
 struct SnapshotOptions {
@@ -65,6 +95,9 @@ struct SnapshotOptions {
   TORCH_ARG(bool, snapshot_on_error) = false;
   /// Keeps only the newest N files of this template (-1: all). Default -1.
   TORCH_ARG(int, n_retains) = -1;
+  /// Also keeps the best files by a reported value (see the header comment); requires
+  /// n_retains >= 1, whose newest files stay as well. Default: none.
+  TORCH_ARG(std::optional<KeepBestOptions>, keep_best);
   /// Loads the newest valid snapshot at the start. Default false.
   TORCH_ARG(bool, autoload) = false;
 };
@@ -108,7 +141,8 @@ class SnapshotTarget {
 class Snapshot : public Extension {
  public:
   /// Saves `target`, or the whole training state when `target` is empty. Throws tth::Error
-  /// for a bad filename template, savefun together with writer, or n_retains == 0.
+  /// naming the option for a bad filename template, savefun together with writer,
+  /// n_retains == 0, or keep_best with n_retains -1, n < 1 or an empty key.
   Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options);
   ~Snapshot() override;
 
@@ -126,17 +160,23 @@ class Snapshot : public Extension {
   const std::optional<std::string>& loaded_path() const noexcept { return loaded_path_; }
 
  private:
+  class Retention;
+
   std::string directory(const TorchTrainerHook& hook) const;
-  void apply_retention(const TorchTrainerHook& hook, const std::string& written) const;
+  /// The keep_best value reported in the current iteration, if any (warns once if none).
+  std::optional<double> reported_metric(const TorchTrainerHook& hook, const std::string& path);
 
   std::optional<SnapshotTarget> target_;
-  std::unique_ptr<SnapshotFilename> filename_;
+  std::shared_ptr<const SnapshotFilename> filename_;
   std::function<bool(const TorchTrainerHook&)> condition_;
   std::shared_ptr<Writer> writer_;
   LoadFunction loadfun_;
   bool snapshot_on_error_;
-  int n_retains_;
   bool autoload_;
+  // Null without n_retains. Shared with the writer's `committed` callbacks, which may outlive
+  // this extension (a writer can be shared) and run on another thread.
+  std::shared_ptr<Retention> retention_;
+  bool warned_no_metric_ = false;
   std::optional<std::string> loaded_path_;
 };
 

@@ -12,6 +12,12 @@
 // Every snapshot holds two metadata entries beside the state, each a 0-d integer tensor:
 //   tth/format_version   kSnapshotFormatVersion when written; a newer version is refused
 //   tth/iteration        the training iteration (0 for an object saved outside training)
+// and, only when written with SnapshotOptions::keep_best and the key was reported as a finite
+// number, a third, a 0-d double tensor:
+//   tth/retention_metric the reported value retention ranks the file by (snapshot.h)
+// Loading ignores it (without_metadata drops every "tth/" key); the checks below do not
+// judge it (a malformed value only means "no value" to retention), and readers that predate
+// it drop it as any "tth/" key, so it needs no new format version.
 //
 // Thread safety: the functions are reentrant.
 #pragma once
@@ -30,6 +36,8 @@ inline constexpr int64_t kSnapshotFormatVersion = 2;
 /// Metadata keys written into every snapshot.
 inline constexpr const char* kFormatVersionKey = "tth/format_version";
 inline constexpr const char* kIterationKey = "tth/iteration";
+/// Metadata key of a keep_best snapshot's value, when it has one.
+inline constexpr const char* kRetentionMetricKey = "tth/retention_metric";
 
 /// What a file is.
 enum class FileFormat { kTorchArchive, kNpz, kOther };
@@ -53,6 +61,15 @@ StateDict read_snapshot(const std::string& path, const LoadFunction& loadfun = n
 /// stays bounded by the metadata, whatever sizes the file declares. Returns the metadata
 /// entries. This is `tth verify`. Throws tth::FormatError naming the file.
 StateDict verify_snapshot(const std::string& path);
+
+/// Reads the metadata entries of a LibTorch archive or npz snapshot and checks them as
+/// read_snapshot does, without verifying or reading anything else: the cost is the zip index,
+/// a LibTorch archive's data.pkl and the metadata members, whatever the file's size, and
+/// memory stays bounded as verify_snapshot's. So a torn file (no index) fails, but damage
+/// inside another member goes unnoticed (verify_snapshot finds it). Retention reads the values
+/// of older snapshots this way. Throws tth::FormatError naming the file (also for another
+/// format), tth::IOError if it cannot be read.
+StateDict read_snapshot_metadata(const std::string& path);
 
 /// `state` without the metadata keys (those under "tth/").
 StateDict without_metadata(const StateDict& state);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tth/archive_state.h"
+#include "tth/async_writer.h"
 #include "tth/atomic_file.h"
 #include "tth/batch_iterator.h"
 #include "tth/diagnostics.h"
@@ -25,8 +26,10 @@
 #include "tth/extensions/progress_bar.h"
 #include "tth/extensions/step_shift.h"
 #include "tth/extensions/warmup_shift.h"
+#include "tth/mode.h"
 #include "tth/npz.h"
 #include "tth/reporter.h"
+#include "tth/save_on_signal.h"
 #include "tth/savefun.h"
 #include "tth/snapshot.h"
 #include "tth/snapshot_file.h"

@@ -3,10 +3,12 @@
 // A snapshot extension hands its writer the state and the final path; the writer commits it
 // with the savefun through atomic_write (atomic_file.h), then calls `committed` (where the
 // snapshot applies n_retains, so an old snapshot is deleted only after the new one is
-// durable). SimpleWriter does all of it in the training thread. Asynchronous writers
-// (writing in a background thread after copying the state) implement the same interface.
+// durable). SimpleWriter does all of it in the training thread; ThreadWriter and QueueWriter
+// (async_writer.h) copy the state and write it in a background thread.
 //
-// Thread safety: write and finalize are called from the training thread.
+// Thread safety: write and finalize are called from the training thread. `committed` runs on
+// the thread that commits (a background thread for an asynchronous writer): it must not touch
+// the hook or anything else the training thread changes.
 #pragma once
 
 #include <functional>

@@ -53,9 +53,7 @@ void ZipWriter::require_state(State expected, const char* operation) const {
   fail(std::string(operation) + " called " + kStateNames[static_cast<int>(state_)]);
 }
 
-void ZipWriter::begin_member(std::string name, Compression method, int level,
-                             std::optional<uint64_t> size_hint) {
-  require_state(State::kIdle, "begin_member()");
+ZipWriter::Member ZipWriter::new_member(std::string name, Compression method) const {
   const std::string where = "member '" + name + "': ";
   if (name.empty() || name.size() > zip::kMax16) {
     fail(where + "name must be 1 to 65535 bytes long, got " + std::to_string(name.size()));
@@ -63,25 +61,32 @@ void ZipWriter::begin_member(std::string name, Compression method, int level,
   if (method != Compression::kStored && method != Compression::kDeflate) {
     fail(where + "unknown compression method " + std::to_string(static_cast<int>(method)));
   }
-  if (method == Compression::kDeflate && (level < kDefaultLevel || level > kMaxLevel)) {
-    fail(where + "deflate level must be -1 (default) or 0..9, got " + std::to_string(level));
-  }
   if (names_.count(name) != 0) fail(where + "duplicate member name");
-
   Member member;
   member.flags = has_non_ascii(name) ? zip::kFlagUtf8 : 0;
   member.method = method;
-  // Deflate sizes are unknown until the end, so they always get room for 64-bit values.
-  member.local_zip64 = method == Compression::kDeflate || !size_hint || *size_hint >= zip::kMax32;
   member.local_header_offset = bytes_written();
   member.name = std::move(name);
+  return member;
+}
+
+void ZipWriter::begin_member(std::string name, Compression method, int level,
+                             std::optional<uint64_t> size_hint) {
+  require_state(State::kIdle, "begin_member()");
+  Member member = new_member(std::move(name), method);
+  if (method == Compression::kDeflate && (level < kDefaultLevel || level > kMaxLevel)) {
+    fail("member '" + member.name + "': deflate level must be -1 (default) or 0..9, got " +
+         std::to_string(level));
+  }
+  // Deflate sizes are unknown until the end, so they always get room for 64-bit values.
+  member.local_zip64 = method == Compression::kDeflate || !size_hint || *size_hint >= zip::kMax32;
 
   if (method == Compression::kDeflate) {
     auto deflater = std::make_unique<Deflater>();
     // Negative window bits: a raw deflate stream, without zlib's header and trailer.
     if (deflateInit2(&deflater->stream, level, Z_DEFLATED, -MAX_WBITS, kDeflateMemLevel,
                      Z_DEFAULT_STRATEGY) != Z_OK) {
-      fail(where + "deflateInit2 failed");
+      fail("member '" + member.name + "': deflateInit2 failed");
     }
     deflater_ = std::move(deflater);
   }
@@ -90,6 +95,21 @@ void ZipWriter::begin_member(std::string name, Compression method, int level,
   names_.insert(member.name);
   members_.push_back(std::move(member));
   state_ = State::kInMember;
+}
+
+void ZipWriter::write_deflated(std::string name, uint32_t crc, uint64_t uncompressed_size,
+                               const void* deflated, std::size_t size) {
+  require_state(State::kIdle, "write_deflated()");
+  Member member = new_member(std::move(name), Compression::kDeflate);
+  member.crc = crc;
+  member.uncompressed_size = uncompressed_size;
+  member.compressed_size = size;
+  member.local_zip64 = uncompressed_size >= zip::kMax32 || size >= zip::kMax32;
+  const std::vector<uint8_t> header = local_header(member);
+  emit(header.data(), header.size());
+  emit(deflated, size);
+  names_.insert(member.name);
+  members_.push_back(std::move(member));
 }
 
 void ZipWriter::write(const void* data, std::size_t size) {

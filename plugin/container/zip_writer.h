@@ -5,8 +5,9 @@
 // size or offset overflows its field, then the end record. zip_format.h lists the records.
 //
 // Members are written one at a time: begin_member(), any number of write() calls, end_member();
-// then finish() writes the central directory and end records. The CRC-32 and sizes are
-// accumulated while the data streams and patched into the local header afterwards with
+// or write_deflated() for a member compressed elsewhere (ParallelDeflateWriter). Then finish()
+// writes the central directory and end records. A streamed member's CRC-32 and sizes are
+// accumulated while its data streams and patched into the local header afterwards with
 // File::pwrite_all, so the output needs no data descriptors and the payload is never held in
 // memory. Small writes are gathered in a 1 MiB buffer; large ones go straight out through
 // File::write_streaming, which starts their writeback to the disk at once.
@@ -62,12 +63,22 @@ class ZipWriter {
   /// below that (no room was reserved for ZIP64 sizes), tth::IOError if writing fails.
   void end_member();
 
+  /// Writes a whole deflate member whose compressed bytes were made elsewhere (by
+  /// ParallelDeflateWriter): `deflated[0, size)` must be one complete raw deflate stream (RFC
+  /// 1951) of `uncompressed_size` bytes whose CRC-32 is `crc`. The sizes being known, the local
+  /// header holds them, with the ZIP64 extra only when one reaches 4 GiB. Name rules and errors
+  /// as begin_member(); throws tth::Error inside a member or after finish().
+  void write_deflated(std::string name, uint32_t crc, uint64_t uncompressed_size,
+                      const void* deflated, std::size_t size);
+
   /// Writes the central directory and end records and flushes everything to the file.
   /// Throws tth::Error inside a member or when called twice, tth::IOError if writing fails.
   void finish();
 
   /// Bytes of the archive produced so far, including those still in the buffer.
   uint64_t bytes_written() const { return flushed_ + buffered_; }
+  /// The path of the file written to, for error messages.
+  const std::string& path() const { return file_.path(); }
 
  private:
   struct Member {
@@ -85,6 +96,8 @@ class ZipWriter {
 
   [[noreturn]] void fail(const std::string& message) const;  // tth::Error naming the file.
   void require_state(State expected, const char* operation) const;
+  // A member named `name` at the current offset, after checking the name and method.
+  Member new_member(std::string name, Compression method) const;
   std::vector<uint8_t> local_header(const Member& member) const;
   void append_central_entry(const Member& member, std::vector<uint8_t>& out) const;
   void deflate(const uint8_t* data, std::size_t size, bool finish);

@@ -15,11 +15,7 @@ EarlyStoppingTrigger::EarlyStoppingTrigger(EarlyStoppingOptions options)
       max_(trigger_or(options.max_trigger(), 100, epoch)) {
   check_argument(!monitor_.empty(), "EarlyStoppingTrigger", "monitor", "must not be empty");
   check_argument(patience_ >= 1, "EarlyStoppingTrigger", "patience", "must be >= 1", patience_);
-  Mode mode = options.mode();
-  if (mode == Mode::kAuto) {
-    mode = monitor_.find("accuracy") != std::string::npos ? Mode::kMax : Mode::kMin;
-  }
-  maximize_ = mode == Mode::kMax;
+  maximize_ = maximizes(options.mode(), monitor_);
   best_ = maximize_ ? -std::numeric_limits<double>::infinity()
                     : std::numeric_limits<double>::infinity();
 }

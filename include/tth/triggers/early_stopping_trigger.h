@@ -15,13 +15,11 @@
 
 #include <string>
 
+#include "tth/mode.h"
 #include "tth/reporter.h"
 #include "tth/trigger.h"
 
 namespace tth {
-
-/// Direction of improvement; kAuto means kMax when the key contains "accuracy", else kMin.
-enum class Mode { kAuto, kMin, kMax };
 
 /// Options of EarlyStoppingTrigger.
 struct EarlyStoppingOptions {
