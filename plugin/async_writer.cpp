@@ -72,6 +72,10 @@ StateDict copy_into(StateDict state, const Buffer& buffer) {
     if (auto* tensor = std::get_if<at::Tensor>(&entry.second)) {
       if (stageable(*tensor)) {
         const auto bytes = static_cast<int64_t>(tensor->nbytes());
+        if (bytes == 0) {  // nothing to copy, and no buffer when the whole state is empty
+          copy.set(entry.first, at::empty(tensor->sizes(), tensor->options().device(at::kCPU)));
+          continue;
+        }
         // A storage of its own for each copy (savefuns write storages, and one storage holds
         // one dtype), in the buffer's memory, which it keeps alive.
         at::Tensor staged = at::from_blob(
@@ -247,7 +251,8 @@ class WriterThread {
         std::lock_guard<std::mutex> lock(mutex_);
         if (error) failures_.push_back({job->path, error});
         job->state = StateDict();  // drop the views before the buffer is reused
-        free_.push_back(std::move(job->buffer));
+        // Reused only when nothing kept a view of it (a savefun or a callback could have).
+        if (job->buffer.bytes.use_count() <= 1) free_.push_back(std::move(job->buffer));
         queued_bytes_ -= job->bytes;
         jobs_.pop_front();
       }

@@ -105,8 +105,10 @@ at::ScalarType torch_dtype(DType dtype) {
 // Writes `tensor`'s elements in C order: straight from memory when it is a contiguous CPU
 // tensor of a numpy dtype, else in chunks of about kChunkBytes (copied, moved to the CPU and
 // converted one at a time).
-void stream_tensor(container::ZipWriter& writer, const at::Tensor& tensor) {
-  if (tensor.numel() == 0) return;
+void stream_tensor(container::ZipWriter& writer, const at::Tensor& given) {
+  if (given.numel() == 0) return;
+  // A lazy conjugate or negation is a flag beside unchanged memory: apply it first.
+  const at::Tensor tensor = given.resolve_conj().resolve_neg();
   const bool convert = tensor.scalar_type() == at::kBFloat16;
   if (tensor.device().is_cpu() && tensor.is_contiguous() && !convert) {
     writer.write(tensor.data_ptr(), tensor.nbytes());
@@ -157,7 +159,8 @@ void add_deflated_text(container::ParallelDeflateWriter& deflater, const std::st
 // A contiguous CPU tensor is compressed from its own memory; any other is first converted as
 // stream_tensor converts it, whole, since libdeflate compresses one buffer per member.
 void add_deflated_tensor(container::ParallelDeflateWriter& deflater, const std::string& key,
-                         std::string header, const at::Tensor& tensor) {
+                         std::string header, const at::Tensor& given) {
+  const at::Tensor tensor = given.resolve_conj().resolve_neg();  // as stream_tensor does
   at::Tensor host = tensor;
   if (tensor.numel() > 0 && (!tensor.device().is_cpu() || !tensor.is_contiguous() ||
                              tensor.scalar_type() == at::kBFloat16)) {

@@ -160,7 +160,8 @@ void SaveOnSignal::initialize(TorchTrainerHook& hook) {
   struct sigaction action {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;  // a read or wait in the training code resumes, not EINTR
+  action.sa_flags = SA_RESTART;        // a read or wait in the training code resumes, not EINTR
+  previous_.reserve(signals_.size());  // so that recording an installed handler cannot throw
   for (int signal_number : signals_) {
     received_flags[signal_number].store(0);
     struct sigaction old {};
@@ -189,7 +190,12 @@ void SaveOnSignal::operator()(TorchTrainerHook& hook) {
   }
   if (received.empty()) return;
   std::vector<std::string> paths;
-  for (const auto& snapshot : snapshots_) paths.push_back("'" + snapshot->save(hook) + "'");
+  for (const auto& snapshot : snapshots_) {
+    // A snapshot whose trigger fired at this iteration has saved this very state already.
+    const auto& saved = snapshot->last_saved();
+    const bool current = saved && saved->iteration == hook.iteration();
+    paths.push_back("'" + (current ? saved->path : snapshot->save(hook)) + "'");
+  }
   saved_at_ = hook.iteration();
   warn(fmt::format("{}: {} received; saved {} at iteration {}; {}", kWho, names_of(received),
                    join(paths, ", "), hook.iteration(), stop_ ? "stopping" : "continuing"));

@@ -236,6 +236,7 @@ std::string Snapshot::save(TorchTrainerHook& hook) {
     };
   }
   writer_->write(path, std::move(state), committed);
+  last_saved_ = Saved{path, hook.iteration()};
   return path;
 }
 

@@ -402,6 +402,36 @@ TEST(AsyncWriter, CopiesStridedViewsAndLazyConjugatesByValue) {
   }
 }
 
+TEST(AsyncWriter, WritesAStateOfEmptyTensorsOnly) {
+  TempDir dir;
+  ThreadWriter writer(npz_savefun());
+  StateDict state;
+  state.set("empty", torch::zeros({0, 4}, torch::kFloat64));
+  writer.write(dir / "empty.npz", state, nullptr);
+  writer.finalize();
+  EXPECT_TRUE(same_tensor(read_npz(dir / "empty.npz").tensor("empty"), state.tensor("empty")));
+}
+
+// A savefun that keeps a tensor of the state it was given: the buffer behind that tensor
+// must not be reused (and overwritten) by the next snapshot.
+TEST(ThreadWriter, DoesNotReuseABufferSomeoneKeptAViewOf) {
+  TempDir dir;
+  std::vector<at::Tensor> kept;
+  ThreadWriter writer([&kept](const std::string& path, const StateDict& state) {
+    kept.push_back(state.tensor("w"));
+    torch_savefun()(path, state);
+  });
+  at::Tensor live = torch::full({1024}, 1.0f);
+  writer.write(dir / "first", aliasing_state(live), nullptr);
+  writer.finalize();
+  live.fill_(2.0f);
+  writer.write(dir / "second", aliasing_state(live), nullptr);
+  writer.finalize();
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_TRUE(kept[0].eq(1.0f).all().item<bool>()) << "the second snapshot overwrote the first";
+  EXPECT_TRUE(kept[1].eq(2.0f).all().item<bool>());
+}
+
 TEST(AsyncWriter, CopiesGpuTensorsIntoHostMemory) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device on this machine";
   TempDir dir;

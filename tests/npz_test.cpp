@@ -150,6 +150,30 @@ except Exception as e:
             std::string::npos);
 }
 
+// A lazy conjugate or negation is a flag beside unchanged memory: the file must hold the
+// values the tensor has, stored and deflated.
+TEST(NpzSavefun, WritesTheValuesOfLazyConjugatesAndNegations) {
+  TempDir dir;
+  const at::Tensor complex = torch::complex(torch::randn({6}), torch::randn({6}));
+  StateDict state;
+  state.set("conjugate", complex.conj());
+  state.set("negated", torch::imag(complex.conj()));
+  state.set("strided_conjugate", complex.conj().slice(0, 0, 6, 2));
+  ASSERT_TRUE(state.tensor("conjugate").is_conj());
+  ASSERT_TRUE(state.tensor("negated").is_neg());
+  for (auto compression : {NpzCompression::kStored, NpzCompression::kDeflate}) {
+    const std::string path = dir / "lazy.npz";
+    npz_savefun(NpzOptions().compression(compression))(path, state);
+    const StateDict saved = read_npz(path);
+    for (const auto& entry : state) {
+      const at::Tensor expected =
+          std::get<at::Tensor>(entry.second).resolve_conj().resolve_neg().contiguous();
+      EXPECT_TRUE(same_tensor(saved.tensor(entry.first), expected))
+          << entry.first << (compression == NpzCompression::kStored ? " stored" : " deflated");
+    }
+  }
+}
+
 TEST(NpzSavefun, RejectsWhatNumpyCannotHold) {
   TempDir dir;
   StateDict state;

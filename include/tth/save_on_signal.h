@@ -11,10 +11,9 @@
 // with the lowest priority, after every other extension of the iteration (extension.h phase
 // 3: after the snapshots too). When a flag is set there, it
 //   1. calls Snapshot::save(hook) on every snapshot extension (snapshot.h) registered with the
-//      hook, in call order (or on those named by SaveOnSignalOptions::snapshots). It saves even
-//      one that already saved at this iteration, since the snapshot API does not say so; the
-//      write is atomic (atomic_file.h), so the second write of the same file is harmless.
-//      Snapshot::save ignores the snapshot's condition;
+//      hook, in call order (or on those named by SaveOnSignalOptions::snapshots), except one
+//      that saved at this iteration already (its trigger fired: Snapshot::last_saved()), whose
+//      file holds this state. Snapshot::save ignores the snapshot's condition;
 //   2. warns through tth::warn (diagnostics.h):
 //      "save_on_signal: SIGTERM received; saved 'result/snapshot_iter_120' at iteration 120;
 //      stopping";

@@ -158,6 +158,12 @@ class Snapshot : public Extension {
   std::string save(TorchTrainerHook& hook);
   /// The file autoload loaded, if any.
   const std::optional<std::string>& loaded_path() const noexcept { return loaded_path_; }
+  /// The last file this extension handed to its writer in this run, and at which iteration.
+  struct Saved {
+    std::string path;
+    int64_t iteration;
+  };
+  const std::optional<Saved>& last_saved() const noexcept { return last_saved_; }
 
  private:
   class Retention;
@@ -178,6 +184,7 @@ class Snapshot : public Extension {
   std::shared_ptr<Retention> retention_;
   bool warned_no_metric_ = false;
   std::optional<std::string> loaded_path_;
+  std::optional<Saved> last_saved_;
 };
 
 /// A snapshot of the whole training state.
