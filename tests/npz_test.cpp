@@ -75,6 +75,19 @@ with np.load(sys.argv[1]) as f:
             print(k, a.dtype.str, a.shape, zlib.crc32(data) if crc else data.hex())
 )";
 
+// read_npz gives back every tensor (dtype, shape, bytes) and text of `state`.
+void expect_reads_back(const std::string& path, const StateDict& state) {
+  const StateDict back = read_npz(path);
+  ASSERT_EQ(back.size(), state.size());
+  for (const auto& [key, value] : state) {
+    if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
+      EXPECT_TRUE(same_tensor(back.tensor(key), *tensor)) << key;
+    } else {
+      EXPECT_EQ(back.text(key), std::get<std::string>(value)) << key;
+    }
+  }
+}
+
 TEST(NpzSavefun, EveryDtypeAndShapeReadsInNumpyWithTheSameBytes) {
   TempDir dir;
   StateDict state;
@@ -111,15 +124,7 @@ TEST(NpzSavefun, EveryDtypeAndShapeReadsInNumpyWithTheSameBytes) {
     }
     // The bfloat16 arrays are listed for the way back, and everything reads back equal.
     EXPECT_NE(out.find("tth/npz_dtypes <U"), std::string::npos);
-    const StateDict back = read_npz(path);
-    ASSERT_EQ(back.size(), state.size());
-    for (const auto& [key, value] : state) {
-      if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
-        EXPECT_TRUE(same_tensor(back.tensor(key), *tensor)) << key;
-      } else {
-        EXPECT_EQ(back.text(key), std::get<std::string>(value)) << key;
-      }
-    }
+    expect_reads_back(path, state);
   }
 }
 
@@ -566,15 +571,7 @@ TEST(NpzSavefun, DeflateOnWorkerThreadsReadsBackInNumpyUnzipAndReadNpz) {
     for (const std::string& line : expected) {
       EXPECT_NE(out.find(line + "\n"), std::string::npos) << line.substr(0, 120) << "\n" << out;
     }
-    const StateDict back = read_npz(path);
-    ASSERT_EQ(back.size(), state.size());
-    for (const auto& [key, value] : state) {
-      if (const auto* tensor = std::get_if<at::Tensor>(&value)) {
-        EXPECT_TRUE(same_tensor(back.tensor(key), *tensor)) << key;
-      } else {
-        EXPECT_EQ(back.text(key), std::get<std::string>(value)) << key;
-      }
-    }
+    expect_reads_back(path, state);
   }
   // Each member is compressed alone: the same bytes for any thread count.
   EXPECT_EQ(bytes_of[1], bytes_of[3]);
