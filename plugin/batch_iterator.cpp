@@ -26,6 +26,7 @@ constexpr char kBatchSize[] = "batch_size";
 constexpr char kDropLast[] = "drop_last";
 constexpr char kShuffle[] = "shuffle";
 constexpr char kSeed[] = "seed";
+constexpr char kNumReplicas[] = "num_replicas";  // only when != 1
 
 // splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014):
 // a 64-bit counter advanced by the golden gamma, with this output function. Its constants are
@@ -56,6 +57,13 @@ class SplitMix64 {
   uint64_t state_;
 };
 
+// Examples per rank and epoch, as DistributedSampler's num_samples: the dataset padded up to a
+// multiple of num_replicas, or cut down to one with drop_last.
+size_t shard_count(size_t dataset_size, int64_t num_replicas, bool drop_last) {
+  const auto replicas = static_cast<size_t>(num_replicas);
+  return drop_last ? dataset_size / replicas : (dataset_size + replicas - 1) / replicas;
+}
+
 int64_t batch_count(size_t dataset_size, int64_t batch_size, bool drop_last) {
   const auto size = static_cast<uint64_t>(dataset_size);
   const auto batch = static_cast<uint64_t>(batch_size);
@@ -73,9 +81,22 @@ BatchIterator::BatchIterator(size_t dataset_size, GetBatch get_batch, BatchItera
   check_argument(static_cast<bool>(get_batch_), kWho, "get_batch", "must be callable");
   check_argument(options_.batch_size() > 0, kWho, "batch_size", "must be > 0",
                  options_.batch_size());
-  batches_per_epoch_ = batch_count(dataset_size_, options_.batch_size(), options_.drop_last());
-  check_argument(batches_per_epoch_ > 0, kWho, "batch_size",
+  const int64_t replicas = options_.num_replicas();
+  check_argument(replicas >= 1, kWho, "num_replicas", "must be >= 1", replicas);
+  check_argument(options_.rank() >= 0 && options_.rank() < replicas, kWho, "rank",
+                 fmt::format("must be in [0, num_replicas {})", replicas), options_.rank());
+  check_argument(!options_.drop_last() || static_cast<uint64_t>(replicas) <= dataset_size_, kWho,
+                 "num_replicas",
                  fmt::format("must be <= dataset_size ({}) with drop_last", dataset_size_),
+                 replicas);
+  shard_size_ = shard_count(dataset_size_, replicas, options_.drop_last());
+  batches_per_epoch_ = batch_count(shard_size_, options_.batch_size(), options_.drop_last());
+  check_argument(batches_per_epoch_ > 0, kWho, "batch_size",
+                 replicas == 1
+                     ? fmt::format("must be <= dataset_size ({}) with drop_last", dataset_size_)
+                     : fmt::format("must be <= the examples per rank ({}: dataset_size {} / "
+                                   "num_replicas {}) with drop_last",
+                                   shard_size_, dataset_size_, replicas),
                  options_.batch_size());
 }
 
@@ -115,20 +136,22 @@ std::vector<size_t> BatchIterator::indices(int64_t epoch, int64_t position) cons
                  fmt::format("must be in [0, {})", batches_per_epoch_), position);
   const auto batch = static_cast<size_t>(options_.batch_size());
   const size_t begin = static_cast<size_t>(position) * batch;
-  const size_t end = std::min(begin + batch, dataset_size_);
-  std::vector<size_t> result(end - begin);
-  if (!options_.shuffle()) {
-    std::iota(result.begin(), result.end(), begin);
-    return result;
+  const size_t end = std::min(begin + batch, shard_size_);
+  std::vector<size_t> order;  // the epoch's order when shuffled and not kept in order_
+  const std::vector<size_t>* shuffled = nullptr;
+  if (options_.shuffle()) {
+    if (epoch != order_epoch_) order = permutation(epoch);
+    shuffled = epoch == order_epoch_ ? &order_ : &order;
   }
-  auto take = [&](const std::vector<size_t>& order) {
-    std::copy(order.begin() + static_cast<std::ptrdiff_t>(begin),
-              order.begin() + static_cast<std::ptrdiff_t>(end), result.begin());
-  };
-  if (epoch == order_epoch_) {
-    take(order_);
-  } else {
-    take(permutation(epoch));
+  const auto replicas = static_cast<size_t>(options_.num_replicas());
+  const auto rank = static_cast<size_t>(options_.rank());
+  std::vector<size_t> result;
+  result.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) {
+    // Position i of this rank's shard is position i * replicas + rank of the epoch's order,
+    // padded by starting that order again (only without drop_last can this pass its end).
+    const size_t at = (i * replicas + rank) % dataset_size_;
+    result.push_back(shuffled != nullptr ? (*shuffled)[at] : at);
   }
   return result;
 }
@@ -168,6 +191,7 @@ StateDict BatchIterator::state_dict() const {
   state.set_bool(kDropLast, options_.drop_last());
   state.set_bool(kShuffle, options_.shuffle());
   state.set_int(kSeed, seed_bits(options_.seed()));
+  if (options_.num_replicas() != 1) state.set_int(kNumReplicas, options_.num_replicas());
   return state;
 }
 
@@ -188,6 +212,9 @@ void BatchIterator::load_state_dict(const StateDict& state) {
   if (options_.shuffle()) {
     expect(kSeed, static_cast<uint64_t>(state.get_int(kSeed)), options_.seed());
   }
+  // Before the position check: the number of batches per epoch depends on it.
+  expect(kNumReplicas, state.contains(kNumReplicas) ? state.get_int(kNumReplicas) : int64_t{1},
+         options_.num_replicas());
   const int64_t epoch = state.get_int(kEpoch);
   const int64_t position = state.get_int(kPosition);
   if (epoch < 0) throw StateError(kLoad, kEpoch, fmt::format("must be >= 0, got {}", epoch));

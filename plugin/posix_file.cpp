@@ -177,16 +177,16 @@ long read_pid(const File& file) {
 
 }  // namespace
 
-std::string DirectoryLock::lock_path(const std::string& directory) {
-  return (std::filesystem::path(directory) / kLockFileName).string();
+std::string DirectoryLock::lock_path(const std::string& directory, const std::string& name) {
+  return (std::filesystem::path(directory) / name).string();
 }
 
-DirectoryLock::DirectoryLock(std::string directory, File file)
-    : directory_(std::move(directory)), file_(std::move(file)) {}
+DirectoryLock::DirectoryLock(std::string directory, std::string name, File file)
+    : directory_(std::move(directory)), name_(std::move(name)), file_(std::move(file)) {}
 
-std::optional<DirectoryLock> DirectoryLock::try_lock(const std::string& directory,
-                                                     long* holder_pid) {
-  const std::string path = lock_path(directory);
+std::optional<DirectoryLock> DirectoryLock::try_lock(const std::string& directory, long* holder_pid,
+                                                     const std::string& name) {
+  const std::string path = lock_path(directory, name);
   for (int attempt = 0;; ++attempt) {
     // Never O_TRUNC: the file may be someone else's, holding their pid.
     File file(path, O_RDWR | O_CREAT);
@@ -205,7 +205,7 @@ std::optional<DirectoryLock> DirectoryLock::try_lock(const std::string& director
     const std::string pid = std::to_string(::getpid()) + "\n";
     if (::ftruncate(file.fd(), 0) != 0) throw IOError("truncate", path, errno);
     file.pwrite_all(pid.data(), pid.size(), 0);
-    return DirectoryLock(directory, std::move(file));
+    return DirectoryLock(directory, name, std::move(file));
   }
 }
 
@@ -213,6 +213,7 @@ DirectoryLock& DirectoryLock::operator=(DirectoryLock&& other) noexcept {
   if (this != &other) {
     release();
     directory_ = std::move(other.directory_);
+    name_ = std::move(other.name_);
     file_ = std::move(other.file_);
   }
   return *this;
@@ -224,7 +225,7 @@ void DirectoryLock::release() noexcept {
   if (file_.fd() < 0) return;
   // Unlink while still holding the lock, and only our own file: one that replaced it (after
   // someone deleted ours by hand) belongs to its holder. Errors change nothing for the lock.
-  const std::string path = lock_path(directory_);
+  const std::string path = lock_path(directory_, name_);
   try {
     if (names(path, file_)) ::unlink(path.c_str());
   } catch (const IOError&) {

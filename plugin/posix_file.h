@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 
+#include "tth/atomic_file.h"
+
 namespace tth {
 
 /// An open file descriptor with the path it was opened by, closed on destruction.
@@ -90,10 +92,14 @@ class DirectoryLock {
   /// Returns nothing when another open file holds it; then `*holder_pid`, if given, receives
   /// the pid written in the file (0 when it holds none yet). Throws tth::IOError naming the
   /// lock file when it cannot be created or locked (an unwritable or missing directory).
+  /// `name` replaces LOCK for a lock of its own: each rank of a data-parallel job holds
+  /// "LOCK.rank<r>" of the directory the ranks share, rank 0 "LOCK".
   static std::optional<DirectoryLock> try_lock(const std::string& directory,
-                                               long* holder_pid = nullptr);
-  /// `<directory>/LOCK`.
-  static std::string lock_path(const std::string& directory);
+                                               long* holder_pid = nullptr,
+                                               const std::string& name = kLockFileName);
+  /// `<directory>/<name>`.
+  static std::string lock_path(const std::string& directory,
+                               const std::string& name = kLockFileName);
 
   /// Removes the LOCK file if it is still the locked one, then releases the lock.
   ~DirectoryLock();
@@ -106,10 +112,11 @@ class DirectoryLock {
   const std::string& directory() const noexcept { return directory_; }
 
  private:
-  DirectoryLock(std::string directory, File file);
+  DirectoryLock(std::string directory, std::string name, File file);
   void release() noexcept;
 
   std::string directory_;
+  std::string name_;
   File file_;  // fd -1 once moved from
 };
 

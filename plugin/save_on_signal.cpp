@@ -10,6 +10,7 @@
 
 #include "check_argument.h"
 #include "tth/diagnostics.h"
+#include "tth/process_group.h"
 #include "tth/error.h"
 #include "tth/snapshot.h"
 #include "tth/torch_trainer_hook.h"
@@ -188,7 +189,14 @@ void SaveOnSignal::operator()(TorchTrainerHook& hook) {
     // Cleared before the save: a signal during the save is a new request.
     if (received_flags[signal_number].exchange(0) != 0) received.push_back(signal_number);
   }
-  if (received.empty()) return;
+  // In a data-parallel job every rank saves and stops at the same iteration, whichever ranks
+  // the signal reached: they agree on it every iteration (a one-number all-reduce).
+  const bool here = !received.empty();
+  if (const auto& group = hook.process_group()) {
+    if (group->all_true(!here)) return;
+  } else if (!here) {
+    return;
+  }
   std::vector<std::string> paths;
   for (const auto& snapshot : snapshots_) {
     // A snapshot whose trigger fired at this iteration has saved this very state already.
@@ -197,7 +205,8 @@ void SaveOnSignal::operator()(TorchTrainerHook& hook) {
     paths.push_back("'" + (current ? saved->path : snapshot->save(hook)) + "'");
   }
   saved_at_ = hook.iteration();
-  warn(fmt::format("{}: {} received; saved {} at iteration {}; {}", kWho, names_of(received),
+  warn(fmt::format("{}: {} received; saved {} at iteration {}; {}", kWho,
+                   here ? names_of(received) : std::string("a signal to another rank was"),
                    join(paths, ", "), hook.iteration(), stop_ ? "stopping" : "continuing"));
   if (stop_) hook.stop();
 }

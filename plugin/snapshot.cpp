@@ -1,6 +1,7 @@
 #include "tth/snapshot.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
@@ -17,6 +18,7 @@
 #include "tth/atomic_file.h"
 #include "tth/diagnostics.h"
 #include "tth/error.h"
+#include "tth/process_group.h"
 #include "tth/snapshot_file.h"
 #include "tth/torch_trainer_hook.h"
 
@@ -54,6 +56,36 @@ std::optional<double> recorded_metric(const StateDict& metadata) {
   return value;
 }
 
+// The part of a sharded snapshot that `rank` writes.
+std::string shard_path(const std::string& path, int rank, int world_size) {
+  return fmt::format("{}.shard-{}-of-{}", path, rank, world_size);
+}
+
+// Deletes the parts of the sharded snapshot whose manifest is `manifest`.
+void remove_parts(const std::string& manifest) {
+  const fs::path path(manifest);
+  const std::string prefix = path.filename().string() + ".shard-";
+  std::error_code error;
+  for (fs::directory_iterator it(path.parent_path(), error), end; !error && it != end;
+       it.increment(error)) {
+    if (it->path().filename().string().rfind(prefix, 0) != 0) continue;
+    std::error_code ignored;
+    fs::remove(it->path(), ignored);
+  }
+}
+
+// The world size a snapshot records: 1 when it records none (a single process saved it); -1
+// when the entry is not a usable integer (a hostile file).
+int64_t recorded_world_size(const StateDict& state) {
+  if (!state.contains(kWorldSizeKey)) return 1;
+  try {
+    const int64_t world_size = state.get_int(kWorldSizeKey);
+    return world_size >= 1 ? world_size : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
 }  // namespace
 
 // n_retains and keep_best, applied after each commit, possibly on a writer's thread: it reads
@@ -67,8 +99,11 @@ class Snapshot::Retention {
   };
 
   Retention(std::shared_ptr<const SnapshotFilename> filename, int n_retains,
-            std::optional<Best> best)
-      : filename_(std::move(filename)), n_retains_(n_retains), best_(std::move(best)) {}
+            std::optional<Best> best, bool sharded)
+      : filename_(std::move(filename)),
+        n_retains_(n_retains),
+        best_(std::move(best)),
+        sharded_(sharded) {}
 
   const std::optional<Best>& best() const noexcept { return best_; }
 
@@ -125,6 +160,7 @@ class Snapshot::Retention {
   const std::shared_ptr<const SnapshotFilename> filename_;
   const int n_retains_;
   const std::optional<Best> best_;
+  const bool sharded_;  // a file deleted is a manifest: its parts go after it
   std::mutex mutex_;
   std::unordered_map<std::string, Cached> cache_;  // by path; guarded by mutex_
 };
@@ -153,7 +189,11 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
       writer_(std::move(options.writer())),
       loadfun_(std::move(options.loadfun())),
       snapshot_on_error_(options.snapshot_on_error()),
-      autoload_(options.autoload()) {
+      autoload_(options.autoload()),
+      sharded_(options.sharded()),
+      saver_rank_(options.saver_rank()),
+      n_retains_(options.n_retains()),
+      keep_best_(options.keep_best()) {
   check_argument(!(writer_ && options.savefun()), "SnapshotOptions", "savefun and writer",
                  "must not both be set (a writer has its own savefun)");
   if (!writer_) {
@@ -179,7 +219,10 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
                  "SnapshotOptions", "filename",
                  "must have fields only in its last component with autoload or n_retains",
                  fmt::format("'{}'", filename_->pattern()));
-  if (n_retains > 0) retention_ = std::make_shared<Retention>(filename_, n_retains, best);
+  check_argument(saver_rank_ >= 0, "SnapshotOptions", "saver_rank", "must be >= 0", saver_rank_);
+  if (n_retains > 0) {
+    retention_ = std::make_shared<Retention>(filename_, n_retains, best, sharded_);
+  }
 }
 
 Snapshot::~Snapshot() = default;
@@ -214,30 +257,83 @@ std::optional<double> Snapshot::reported_metric(const TorchTrainerHook& hook,
   return std::nullopt;
 }
 
-std::string Snapshot::save(TorchTrainerHook& hook) {
-  const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
+StateDict Snapshot::state_to_save(const TorchTrainerHook& hook,
+                                  std::optional<double> metric) const {
   StateDict state;
   state.set_int(kFormatVersionKey, kSnapshotFormatVersion);
   state.set_int(kIterationKey, hook.iteration());
-  std::optional<double> metric;
-  if (retention_ && retention_->best()) {
-    metric = reported_metric(hook, path);
-    if (metric) state.set_double(kRetentionMetricKey, *metric);
-  }
+  if (metric) state.set_double(kRetentionMetricKey, *metric);
+  if (hook.process_group()) state.set_int(kWorldSizeKey, hook.world_size());
   for (auto& entry : target_ ? target_->state_dict() : hook.state_dict()) {
     state.set(entry.first, std::move(entry.second));
   }
+  return state;
+}
+
+std::function<void()> Snapshot::committed_callback(const TorchTrainerHook& hook,
+                                                   const std::string& path,
+                                                   std::optional<double> metric) const {
   // The callback may run on a writer's thread while training goes on: everything it uses is
   // captured by value here, never read from the hook or from this extension later.
-  std::function<void()> committed = [] {};
-  if (retention_) {
-    committed = [retention = retention_, directory = directory(hook), path, metric] {
-      retention->apply(directory, path, metric);
-    };
+  if (!retention_) return [] {};
+  return [retention = retention_, directory = directory(hook), path, metric] {
+    retention->apply(directory, path, metric);
+  };
+}
+
+std::string Snapshot::save(TorchTrainerHook& hook) {
+  const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
+  std::optional<double> metric;
+  if (retention_ && retention_->best()) metric = reported_metric(hook, path);
+  if (const auto& group = hook.process_group()) {
+    // The ranks meet here; a rank at another iteration took another path through training.
+    const std::vector<int64_t> iterations = group->all_gather(hook.iteration());
+    if (std::any_of(iterations.begin(), iterations.end(),
+                    [&](int64_t iteration) { return iteration != hook.iteration(); })) {
+      throw DistributedError(fmt::format(
+          "snapshot '{}': the ranks are at different iterations ({}); every rank must take the "
+          "same snapshots at the same iterations",
+          path, fmt::join(iterations, ", ")));
+    }
+    if (sharded_) {
+      save_sharded(hook, path, metric);
+    } else if (hook.rank() == saver_rank_) {
+      writer_->write(path, state_to_save(hook, metric), committed_callback(hook, path, metric));
+    }
+  } else {
+    writer_->write(path, state_to_save(hook, metric), committed_callback(hook, path, metric));
   }
-  writer_->write(path, std::move(state), committed);
   last_saved_ = Saved{path, hook.iteration()};
   return path;
+}
+
+void Snapshot::save_sharded(TorchTrainerHook& hook, const std::string& path,
+                            std::optional<double> metric) {
+  ProcessGroup& group = *hook.process_group();
+  std::exception_ptr failure;
+  try {
+    StateDict part = state_to_save(hook, metric);
+    part.set_int(kRankKey, hook.rank());
+    writer_->write(shard_path(path, hook.rank(), hook.world_size()), std::move(part), [] {});
+    writer_->finalize();  // durable before the manifest may name it
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  const bool all_written = group.all_true(!failure);
+  if (failure) std::rethrow_exception(failure);
+  if (!all_written) {
+    throw DistributedError(fmt::format(
+        "snapshot '{}': another rank could not write its part (see its error), so the manifest "
+        "was not committed",
+        path));
+  }
+  if (hook.rank() != saver_rank_) return;
+  StateDict manifest;
+  manifest.set_int(kFormatVersionKey, kSnapshotFormatVersion);
+  manifest.set_int(kIterationKey, hook.iteration());
+  manifest.set_int(kWorldSizeKey, hook.world_size());
+  if (metric) manifest.set_double(kRetentionMetricKey, *metric);
+  writer_->write(path, std::move(manifest), committed_callback(hook, path, metric));
 }
 
 void Snapshot::operator()(TorchTrainerHook& hook) {
@@ -247,7 +343,26 @@ void Snapshot::operator()(TorchTrainerHook& hook) {
 
 void Snapshot::on_error(TorchTrainerHook& hook, const std::exception_ptr& error) {
   (void)error;
-  if (snapshot_on_error_) save(hook);
+  if (!snapshot_on_error_) return;
+  if (!hook.process_group()) {
+    save(hook);
+    return;
+  }
+  // No collective here: the other ranks may have failed or gone.
+  const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
+  if (sharded_) {
+    if (!warned_sharded_error_) {
+      warned_sharded_error_ = true;
+      warn(fmt::format(
+          "snapshot: snapshot_on_error saves nothing for the sharded snapshot '{}': its "
+          "manifest needs every rank",
+          path));
+    }
+    return;
+  }
+  if (hook.rank() != saver_rank_) return;
+  writer_->write(path, state_to_save(hook, std::nullopt), committed_callback(hook, path, {}));
+  last_saved_ = Saved{path, hook.iteration()};
 }
 
 void Snapshot::finalize(TorchTrainerHook& hook) {
@@ -325,12 +440,30 @@ void Snapshot::Retention::apply(const std::string& directory, const std::string&
   for (size_t i = 0; i < files.size(); ++i) {
     if (keep[i]) continue;
     std::error_code ignored;
-    fs::remove(files[i].path, ignored);
+    fs::remove(files[i].path, ignored);  // the manifest first: without it the parts are unused
+    if (sharded_) remove_parts(files[i].path);
+  }
+}
+
+void Snapshot::load(TorchTrainerHook& hook, StateDict state, const std::string& path) {
+  try {
+    if (target_) {
+      target_->load_state_dict(state, "snapshot_object");
+    } else {
+      hook.load_state_dict(std::move(state));  // handed over: freed as it is applied
+    }
+  } catch (const StateError& error) {
+    // The file is sound but does not fit this training: falling back would hide that.
+    throw error.in_file("snapshot autoload", path);
   }
 }
 
 void Snapshot::resume(TorchTrainerHook& hook) {
-  if (!filename_->has_static_directory()) return;
+  const bool distributed = hook.process_group() != nullptr;
+  if (!filename_->has_static_directory()) {
+    if (distributed) check_settings(hook);
+    return;
+  }
   const std::string dir = directory(hook);
   // Only the holder of a directory's lock may remove its temp files (atomic_file.h). The hook
   // holds out(); a subdirectory of it or a directory elsewhere is locked here, for the run.
@@ -341,31 +474,132 @@ void Snapshot::resume(TorchTrainerHook& hook) {
     snapshot_on_error_ = false;
     throw;
   }
-  for (const std::string& removed : remove_temp_files(dir)) {
-    warn(fmt::format("snapshot: removed '{}' left by an interrupted write", removed));
+  // In a job, rank 0 alone, before the ranks meet in check_settings: no rank writes before.
+  if (hook.rank() == 0) {
+    for (const std::string& removed : remove_temp_files(dir)) {
+      warn(fmt::format("snapshot: removed '{}' left by an interrupted write", removed));
+    }
   }
+  if (distributed) check_settings(hook);
   if (!autoload_) return;
+  if (distributed) {
+    autoload_distributed(hook, dir);
+    return;
+  }
   for (const Candidate& candidate : candidates(*filename_, dir)) {
     StateDict state;
     try {
-      state = without_metadata(read_snapshot(candidate.path, loadfun_));
+      state = read_snapshot(candidate.path, loadfun_);
     } catch (const FormatError& error) {
       warn(fmt::format("snapshot: autoload skips '{}': {}", candidate.path, error.what()));
       continue;
     }
-    try {
-      if (target_) {
-        target_->load_state_dict(state, "snapshot_object");
-      } else {
-        hook.load_state_dict(std::move(state));  // handed over: freed as it is applied
-      }
-    } catch (const StateError& error) {
-      // The file is sound but does not fit this training: falling back would hide that.
-      throw error.in_file("snapshot autoload", candidate.path);
+    if (const int64_t world_size = recorded_world_size(state); world_size != 1) {
+      throw DistributedError(fmt::format(
+          "snapshot autoload: '{}' was saved by a data-parallel job of {} ranks; resume it with "
+          "as many ranks (HookOptions::process_group)",
+          candidate.path, world_size));
     }
+    load(hook, without_metadata(state), candidate.path);
     loaded_path_ = candidate.path;
     warn(fmt::format("snapshot: resumed from '{}' (iteration {})", candidate.path,
                      hook.iteration()));
+    return;
+  }
+}
+
+void Snapshot::check_settings(TorchTrainerHook& hook) const {
+  ProcessGroup& group = *hook.process_group();
+  const std::string mine = fmt::format(
+      "filename '{}', {}, saver_rank {}, n_retains {}, keep_best {}, autoload {}",
+      filename_->pattern(), sharded_ ? "sharded" : "saver rank", saver_rank_, n_retains_,
+      keep_best_ ? fmt::format("{} of '{}' ({})", keep_best_->n(), keep_best_->key(),
+                               maximizes(keep_best_->mode(), keep_best_->key()) ? "max" : "min")
+                 : std::string("none"),
+      autoload_);
+  const std::string reference = group.broadcast_string(mine, 0);
+  const std::vector<int64_t> same = group.all_gather(reference == mine ? 1 : 0);
+  std::vector<int> differing;
+  for (size_t rank = 0; rank < same.size(); ++rank) {
+    if (same[rank] == 0) differing.push_back(static_cast<int>(rank));
+  }
+  if (!differing.empty()) {
+    throw DistributedError(fmt::format(
+        "snapshot: the ranks' settings differ: rank 0 has ({}), rank(s) {} other ones{}; every "
+        "rank must register the same snapshots",
+        reference, fmt::join(differing, ", "),
+        reference == mine ? std::string() : fmt::format(" (rank {} has {})", hook.rank(), mine)));
+  }
+  check_argument(saver_rank_ < hook.world_size(), "SnapshotOptions", "saver_rank",
+                 fmt::format("must be a rank of the job, in [0, {})", hook.world_size()),
+                 saver_rank_);
+}
+
+void Snapshot::autoload_distributed(TorchTrainerHook& hook, const std::string& dir) {
+  ProcessGroup& group = *hook.process_group();
+  const bool saver = hook.rank() == saver_rank_;
+  const int world_size = hook.world_size();
+  std::vector<Candidate> files;
+  if (saver) files = candidates(*filename_, dir);
+  size_t next = 0;
+  // Each round, the saver proposes its newest file that reads back, and every rank checks what
+  // it would load: all load it, or all pass on to the next.
+  while (true) {
+    std::string proposal;
+    StateDict state;  // the saver's read of the file, kept when it loads the file itself
+    while (saver && next < files.size() && proposal.empty()) {
+      const std::string& path = files[next++].path;
+      try {
+        state = read_snapshot(path, loadfun_);
+        proposal = path;
+      } catch (const FormatError& error) {
+        warn(fmt::format("snapshot: autoload skips '{}': {}", path, error.what()));
+      }
+    }
+    proposal = group.broadcast_string(proposal, saver_rank_);
+    if (proposal.empty()) return;  // nothing to resume from, on every rank
+    // What this rank loads: the file itself, or its part of it.
+    const std::string file = sharded_ ? shard_path(proposal, hook.rank(), world_size) : proposal;
+    int64_t saved_by = world_size;  // the world size the file records
+    bool readable = true;
+    try {
+      if (saver && sharded_) saved_by = recorded_world_size(state);  // the manifest's
+      if (!saver || sharded_) state = read_snapshot(file, loadfun_);
+      if (saved_by == world_size) saved_by = recorded_world_size(state);
+      readable = saved_by >= 1;
+    } catch (const Error& error) {  // damaged or missing (an IOError)
+      readable = false;
+      warn(fmt::format("snapshot: rank {} cannot read '{}': {}", hook.rank(), file, error.what()));
+    }
+    const std::vector<int64_t> world_sizes = group.all_gather(readable ? saved_by : 0);
+    for (const int64_t saved : world_sizes) {
+      if (saved >= 1 && saved != world_size) {
+        throw DistributedError(fmt::format(
+            "snapshot autoload: '{}' was saved by a job of {} ranks, and this job has {}: "
+            "resume with {} ranks (snapshots are not re-sharded)",
+            proposal, saved, world_size, saved));
+      }
+    }
+    if (std::find(world_sizes.begin(), world_sizes.end(), 0) != world_sizes.end()) {
+      if (saver) {
+        warn(fmt::format("snapshot: autoload skips '{}': not every rank can read {}", proposal,
+                         sharded_ ? "its part" : "it"));
+      }
+      continue;
+    }
+    std::exception_ptr failure;
+    try {
+      load(hook, without_metadata(state), file);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (!group.all_true(!failure)) {
+      if (failure) std::rethrow_exception(failure);
+      throw DistributedError(fmt::format(
+          "snapshot autoload: another rank could not load '{}' (see its error)", proposal));
+    }
+    loaded_path_ = proposal;
+    warn(fmt::format("snapshot: resumed from '{}' (iteration {})", file, hook.iteration()));
     return;
   }
 }

@@ -13,8 +13,10 @@
 #include "epoch_tolerance.h"
 #include "posix_file.h"
 #include "training_state.h"
+#include "tth/atomic_file.h"
 #include "tth/diagnostics.h"
 #include "tth/error.h"
+#include "tth/process_group.h"
 #include "tth/state_layout.h"
 
 namespace tth {
@@ -45,11 +47,16 @@ std::string describe_error(const std::exception_ptr& error) {
 TorchTrainerHook::TorchTrainerHook(HookOptions options)
     : iters_per_epoch_(options.iters_per_epoch()),
       out_(std::move(options.out())),
+      process_group_(std::move(options.process_group())),
       stop_trigger_(options.stop_trigger().get()),
       state_(std::make_unique<TrainingState>()) {
   check_argument(iters_per_epoch_ > 0 && std::isfinite(iters_per_epoch_), "HookOptions",
                  "iters_per_epoch", "must be finite and > 0", iters_per_epoch_);
   check_argument(!out_.empty(), "HookOptions", "out", "must not be empty");
+  if (process_group_) {
+    rank_ = process_group_->rank();
+    world_size_ = process_group_->world_size();
+  }
   state_->add(std::string(layout::kManager),
               function_part([this] { return counters(); },
                             [this](const StateDict& state) { load_counters(state); }));
@@ -215,12 +222,15 @@ void TorchTrainerHook::take_lock(const std::string& directory, const char* what,
     if (canonical_of(held->directory()) == canonical) return;
   }
   long holder = 0;
-  std::optional<DirectoryLock> lock = DirectoryLock::try_lock(directory, &holder);
+  // The ranks of a job share their directories, each with a lock of its own.
+  const std::string name =
+      rank_ == 0 ? std::string(kLockFileName) : fmt::format("{}.rank{}", kLockFileName, rank_);
+  std::optional<DirectoryLock> lock = DirectoryLock::try_lock(directory, &holder, name);
   if (!lock) {
     throw Error(fmt::format(
         "{}: {} '{}' is in use by another run ({} holds '{}'); give each run its own {}", kWhat,
         what, directory, holder > 0 ? fmt::format("pid {}", holder) : std::string("a process"),
-        DirectoryLock::lock_path(directory), advice));
+        DirectoryLock::lock_path(directory, name), advice));
   }
   locks_.push_back(std::make_unique<DirectoryLock>(std::move(*lock)));
 }

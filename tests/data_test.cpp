@@ -442,5 +442,207 @@ TEST(BatchIterator, ResumesThroughTheManagerState) {
                     "key 'state/iterator/dataset_size': was saved for dataset_size 10");
 }
 
+// ---- Sharding (num_replicas > 1): a DistributedSampler. ----
+
+// Rank `rank` of `replicas` over a dataset of `size`.
+BatchIterator shard(size_t size, BatchIteratorOptions options, int64_t replicas, int64_t rank) {
+  return make_iterator(size, options.num_replicas(replicas).rank(rank));
+}
+
+// Positions rank, rank + replicas, ... of `order`, `count` of them, the order repeated from its
+// start past its end: what batch_iterator.h says a rank takes.
+Indices strided(const Indices& order, size_t rank, size_t replicas, size_t count) {
+  Indices taken;
+  for (size_t i = 0; i < count; ++i) taken.push_back(order[(i * replicas + rank) % order.size()]);
+  return taken;
+}
+
+TEST(BatchIterator, ShardsSplitEachEpochBetweenTheRanks) {
+  const auto options = BatchIteratorOptions(3).seed(4);
+  auto rank0 = shard(10, options, 2, 0);
+  auto rank1 = shard(10, options, 2, 1);
+  auto whole = make_iterator(10, BatchIteratorOptions(10).seed(4));  // the same epoch orders
+  EXPECT_EQ(rank0.shard_size(), 5u);
+  EXPECT_EQ(rank0.dataset_size(), 10u);
+  EXPECT_EQ(rank0.batches_per_epoch(), 2);
+  EXPECT_EQ(rank1.batches_per_epoch(), 2);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    const Indices order = flatten(epoch_of(whole));
+    const std::vector<Indices> batches0 = epoch_of(rank0);
+    const std::vector<Indices> batches1 = epoch_of(rank1);
+    ASSERT_EQ(batches0.size(), 2u);
+    ASSERT_EQ(batches1.size(), 2u);
+    EXPECT_EQ(batches0[0].size(), 3u);
+    EXPECT_EQ(batches0[1].size(), 2u);
+    // Every rank strides through the one permutation of the epoch.
+    EXPECT_EQ(flatten(batches0), strided(order, 0, 2, 5));
+    EXPECT_EQ(flatten(batches1), strided(order, 1, 2, 5));
+    // Disjoint, and together the dataset.
+    Indices both = flatten(batches0);
+    const Indices one = flatten(batches1);
+    both.insert(both.end(), one.begin(), one.end());
+    std::sort(both.begin(), both.end());
+    EXPECT_EQ(both, iota(10));
+  }
+  // indices() gives the shard's batches too.
+  const Indices share = strided(whole.indices(7, 0), 1, 2, 5);
+  EXPECT_EQ(rank1.indices(7, 1), Indices(share.begin() + 3, share.end()));
+}
+
+TEST(BatchIterator, ShardsOfAnUnevenDatasetArePaddedWithTheFirstIndices) {
+  // Sequential: rank 0 takes 0, 2, 4; rank 1 takes 1, 3 and then 0 again.
+  auto plain0 = shard(5, BatchIteratorOptions(2).shuffle(false), 2, 0);
+  auto plain1 = shard(5, BatchIteratorOptions(2).shuffle(false), 2, 1);
+  EXPECT_EQ(epoch_of(plain0), (std::vector<Indices>{{0, 2}, {4}}));
+  EXPECT_EQ(epoch_of(plain1), (std::vector<Indices>{{1, 3}, {0}}));
+
+  // Shuffled, 11 examples on 2 ranks: 6 each, the epoch's first index seen twice.
+  const auto options = BatchIteratorOptions(4).seed(9);
+  auto rank0 = shard(11, options, 2, 0);
+  auto rank1 = shard(11, options, 2, 1);
+  auto whole = make_iterator(11, BatchIteratorOptions(11).seed(9));
+  EXPECT_EQ(rank0.shard_size(), 6u);
+  EXPECT_EQ(rank0.batches_per_epoch(), rank1.batches_per_epoch());
+  EXPECT_EQ(rank0.batches_per_epoch(), 2);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    const Indices order = flatten(epoch_of(whole));
+    const Indices one = flatten(epoch_of(rank0));
+    const Indices two = flatten(epoch_of(rank1));
+    EXPECT_EQ(one, strided(order, 0, 2, 6));
+    EXPECT_EQ(two, strided(order, 1, 2, 6));
+    EXPECT_EQ(two.back(), order.front()) << "the padding repeats the order's first index";
+    std::multiset<size_t> all(one.begin(), one.end());
+    all.insert(two.begin(), two.end());
+    EXPECT_EQ(std::set<size_t>(all.begin(), all.end()).size(), 11u);
+    EXPECT_EQ(all.size(), 12u);
+    EXPECT_EQ(all.count(order.front()), 2u);
+  }
+
+  // Fewer examples than ranks: the order is repeated from its start.
+  std::vector<Indices> shares;
+  for (int64_t rank = 0; rank < 4; ++rank) {
+    auto it = shard(3, BatchIteratorOptions(2).shuffle(false), 4, rank);
+    EXPECT_EQ(it.batches_per_epoch(), 1);
+    shares.push_back(flatten(epoch_of(it)));
+  }
+  EXPECT_EQ(shares, (std::vector<Indices>{{0}, {1}, {2}, {0}}));
+}
+
+TEST(BatchIterator, DropLastCutsTheOrderToAMultipleOfTheRanksAndDropsTheShortBatch) {
+  const auto options = BatchIteratorOptions(2).seed(5).drop_last(true);
+  auto rank0 = shard(11, options, 2, 0);
+  auto rank1 = shard(11, options, 2, 1);
+  auto whole = make_iterator(11, BatchIteratorOptions(11).seed(5));
+  EXPECT_EQ(rank0.shard_size(), 5u);        // the order cut to 10
+  EXPECT_EQ(rank0.batches_per_epoch(), 2);  // 2 + 2, the fifth example's batch dropped
+  EXPECT_EQ(rank1.batches_per_epoch(), 2);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    const Indices order = flatten(epoch_of(whole));
+    EXPECT_EQ(flatten(epoch_of(rank0)), strided(order, 0, 2, 4));
+    EXPECT_EQ(flatten(epoch_of(rank1)), strided(order, 1, 2, 4));
+  }
+  // Sequential, 7 on 3 ranks: cut to 6, 2 per rank, one batch of 2 each; 6 is never seen.
+  for (int64_t rank = 0; rank < 3; ++rank) {
+    auto it = shard(7, BatchIteratorOptions(2).shuffle(false).drop_last(true), 3, rank);
+    const auto r = static_cast<size_t>(rank);
+    EXPECT_EQ(epoch_of(it), (std::vector<Indices>{{r, r + 3}})) << "rank " << rank;
+  }
+}
+
+TEST(BatchIterator, ShardedResumeContinuesIdenticallyFromAnyRanksState) {
+  const auto options = BatchIteratorOptions(2).seed(21);
+  auto straight = shard(13, options, 3, 1);  // 5 per rank, 3 batches
+  auto other_rank = shard(13, options, 3, 2);
+  std::vector<std::optional<Indices>> calls;
+  std::vector<StateDict> states, other_states;
+  for (int i = 0; i < 2 * 4; ++i) {
+    states.push_back(straight.state_dict());
+    other_states.push_back(other_rank.state_dict());
+    auto batch = straight.next();
+    other_rank.next();
+    calls.push_back(batch ? std::optional<Indices>(indices_of(*batch)) : std::nullopt);
+  }
+  for (size_t i = 0; i < calls.size(); ++i) {
+    // Rank 1 resumed from its own state and from rank 2's (the rank is not saved).
+    for (const StateDict* state : {&states[i], &other_states[i]}) {
+      SCOPED_TRACE("resume before call " + std::to_string(i) +
+                   (state == &states[i] ? " from its own state" : " from rank 2's state"));
+      auto resumed = shard(13, options, 3, 1);
+      resumed.load_state_dict(*state);
+      for (size_t j = i; j < calls.size(); ++j) {
+        auto batch = resumed.next();
+        ASSERT_EQ(batch.has_value(), calls[j].has_value()) << "call " << j;
+        if (batch) EXPECT_EQ(indices_of(*batch), *calls[j]) << "call " << j;
+      }
+    }
+  }
+}
+
+TEST(BatchIterator, StateNamesNumReplicasOnlyWhenSharded) {
+  auto sharded = shard(10, BatchIteratorOptions(2).seed(1), 2, 1);
+  sharded.next();
+  const StateDict state = sharded.state_dict();
+  std::vector<std::string> keys;
+  for (const auto& entry : state) keys.push_back(entry.first);
+  EXPECT_EQ(keys, (std::vector<std::string>{"epoch", "position", "dataset_size", "batch_size",
+                                            "drop_last", "shuffle", "seed", "num_replicas"}));
+  EXPECT_EQ(state.get_int("num_replicas"), 2);
+  EXPECT_EQ(state.tensor("num_replicas").scalar_type(), torch::kLong);
+  EXPECT_FALSE(
+      make_iterator(10, BatchIteratorOptions(2).seed(1)).state_dict().contains("num_replicas"));
+  // rank 0 of 1, given explicitly, is no sharding.
+  EXPECT_FALSE(
+      shard(10, BatchIteratorOptions(2).seed(1), 1, 0).state_dict().contains("num_replicas"));
+}
+
+TEST(BatchIterator, RejectsTheStateOfAnotherNumberOfReplicas) {
+  auto two = shard(12, BatchIteratorOptions(2).seed(1), 2, 0);
+  two.next();
+  auto unsharded = make_iterator(12, BatchIteratorOptions(2).seed(1));
+  unsharded.next();
+  struct Case {
+    const BatchIterator* source;
+    int64_t replicas;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {&two, 3,
+       "BatchIterator::load_state_dict: key 'num_replicas': was saved for num_replicas 2, but "
+       "this iterator has num_replicas 3"},
+      {&two, 1,
+       "key 'num_replicas': was saved for num_replicas 2, but this iterator has "
+       "num_replicas 1"},
+      {&unsharded, 2,
+       "key 'num_replicas': was saved for num_replicas 1, but this iterator has "
+       "num_replicas 2"},
+  };
+  for (const Case& c : cases) {
+    auto target = shard(12, BatchIteratorOptions(2).seed(1), c.replicas, 0);
+    target.next();
+    target.next();
+    EXPECT_THROW_WITH(target.load_state_dict(c.source->state_dict()), StateError, c.message);
+    EXPECT_EQ(target.epoch(), 0);
+    EXPECT_EQ(target.position(), 2);
+  }
+}
+
+TEST(BatchIterator, ChecksItsShardingArguments) {
+  EXPECT_THROW_WITH(shard(10, BatchIteratorOptions(2), 0, 0), Error,
+                    "BatchIterator: num_replicas must be >= 1, got 0");
+  EXPECT_THROW_WITH(shard(10, BatchIteratorOptions(2), 2, 2), Error,
+                    "BatchIterator: rank must be in [0, num_replicas 2), got 2");
+  EXPECT_THROW_WITH(shard(10, BatchIteratorOptions(2), 2, -1), Error,
+                    "BatchIterator: rank must be in [0, num_replicas 2), got -1");
+  EXPECT_THROW_WITH(
+      shard(3, BatchIteratorOptions(1).drop_last(true), 4, 0), Error,
+      "BatchIterator: num_replicas must be <= dataset_size (3) with drop_last, got 4");
+  EXPECT_THROW_WITH(shard(10, BatchIteratorOptions(4).drop_last(true), 3, 0), Error,
+                    "BatchIterator: batch_size must be <= the examples per rank (3: dataset_size "
+                    "10 / num_replicas 3) with drop_last, got 4");
+  // Without drop_last a larger batch is one short batch per rank.
+  EXPECT_EQ(shard(10, BatchIteratorOptions(4), 3, 0).batches_per_epoch(), 1);
+}
+
 }  // namespace
 }  // namespace tth

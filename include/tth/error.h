@@ -42,6 +42,14 @@ class IOError : public Error {
   int error_number_;
 };
 
+/// A collective of a data-parallel job failed (process_group.h): another rank died, stopped
+/// calling, or could not be reached within the timeout; or the ranks disagree on what they
+/// were asked to do (different snapshot settings, world sizes).
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A state (see state_dict.h) does not fit the object it is loaded into: a missing or extra
 /// key, or a value of the wrong kind, dtype or shape. Nothing has been changed when it is
 /// thrown. The message is "<what>: <file>: key '<key>': <problem>".

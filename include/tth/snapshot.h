@@ -34,6 +34,32 @@
 // corrupt files are skipped with a warning naming them. A file that verifies but does not fit
 // the training (other model) is an error, not skipped. No snapshot is not an error.
 //
+// Data-parallel jobs (HookOptions::process_group; every rank registers the same snapshots):
+// - Saver rank (the default): the ranks meet (a collective that also checks that they are at
+//   the same iteration), then only saver_rank writes the file, its own state (the model and
+//   optimizer are the same on every rank). Every rank's autoload loads that file, so the
+//   directory must be one the ranks share (or a copy of it on each machine). Per-rank state
+//   such as a random generator's continues from the saver's.
+// - Sharded: every rank writes its whole state as the part `<name>.shard-<r>-of-<w>` and waits
+//   for it to be durable; once every rank has, the saver rank commits the manifest `<name>`
+//   (the template's file, so autoload and n_retains see manifests only) with the same atomic
+//   commit. A step whose manifest is missing (a rank died mid-snapshot) does not exist for
+//   autoload. Each rank resumes from its own part: per-rank state continues exactly. Retention
+//   (on the saver) deletes a manifest first, then its parts.
+// - Autoload agrees: the saver rank proposes its newest valid file, every rank checks what it
+//   would load (the same file, or its part), and all load it, or all pass on to the next one.
+//   A file saved by a job of another world size is an error (DistributedError): snapshots are
+//   not re-sharded; resume with the same number of ranks.
+// - Settings are compared when training starts: a rank whose filename, mode, saver rank,
+//   n_retains, keep_best or autoload differ from rank 0's fails with DistributedError naming
+//   both, on every rank.
+// - snapshot_on_error: only the saver rank writes (no collective: the others may be gone); a
+//   sharded snapshot writes nothing on error (a manifest needs every rank) and warns.
+// - Only rank 0 removes temp files left by an interrupted write, before the ranks meet.
+// A rank that dies while the others snapshot makes their collective fail (the group's
+// timeout at the latest) with DistributedError; restarting the job resumes from the last
+// complete snapshot.
+//
 // Defaults: trigger {1, epoch}, priority kSnapshot (runs after every trigger of the
 // iteration was evaluated). Thread safety: training thread only. Retention runs in the
 // writer's `committed` callback, on the writer's thread for an asynchronous writer
@@ -100,6 +126,12 @@ struct SnapshotOptions {
   TORCH_ARG(std::optional<KeepBestOptions>, keep_best);
   /// Loads the newest valid snapshot at the start. Default false.
   TORCH_ARG(bool, autoload) = false;
+  /// In a data-parallel job (HookOptions::process_group): every rank saves its own state as a
+  /// part, and the saver rank commits the manifest last (true); or the saver rank alone saves
+  /// (false). See "Data-parallel jobs" in the header comment. Default false.
+  TORCH_ARG(bool, sharded) = false;
+  /// The rank that saves (or commits a sharded snapshot's manifest). Default 0.
+  TORCH_ARG(int, saver_rank) = 0;
 };
 
 /// What snapshot_object saves: a module (or module holder), an optimizer, or any Stateful.
@@ -171,6 +203,16 @@ class Snapshot : public Extension {
   std::string directory(const TorchTrainerHook& hook) const;
   /// The keep_best value reported in the current iteration, if any (warns once if none).
   std::optional<double> reported_metric(const TorchTrainerHook& hook, const std::string& path);
+  /// The state to save: metadata, then the target's or the hook's state.
+  StateDict state_to_save(const TorchTrainerHook& hook, std::optional<double> metric) const;
+  std::function<void()> committed_callback(const TorchTrainerHook& hook, const std::string& path,
+                                           std::optional<double> metric) const;
+  void save_sharded(TorchTrainerHook& hook, const std::string& path, std::optional<double> metric);
+  /// The distributed autoload and settings check of resume (see the header comment).
+  void check_settings(TorchTrainerHook& hook) const;
+  void autoload_distributed(TorchTrainerHook& hook, const std::string& dir);
+  /// Loads `state` into the target or the hook; StateError names `path`.
+  void load(TorchTrainerHook& hook, StateDict state, const std::string& path);
 
   std::optional<SnapshotTarget> target_;
   std::shared_ptr<const SnapshotFilename> filename_;
@@ -179,6 +221,11 @@ class Snapshot : public Extension {
   LoadFunction loadfun_;
   bool snapshot_on_error_;
   bool autoload_;
+  bool sharded_;
+  int saver_rank_;
+  int n_retains_;
+  std::optional<KeepBestOptions> keep_best_;
+  bool warned_sharded_error_ = false;
   // Null without n_retains. Shared with the writer's `committed` callbacks, which may outlive
   // this extension (a writer can be shared) and run on another thread.
   std::shared_ptr<Retention> retention_;

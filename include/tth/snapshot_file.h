@@ -38,6 +38,10 @@ inline constexpr const char* kFormatVersionKey = "tth/format_version";
 inline constexpr const char* kIterationKey = "tth/iteration";
 /// Metadata key of a keep_best snapshot's value, when it has one.
 inline constexpr const char* kRetentionMetricKey = "tth/retention_metric";
+/// Metadata of a snapshot taken in a data-parallel job (snapshot.h): the job's world size,
+/// and in each part of a sharded snapshot, the rank that wrote it.
+inline constexpr const char* kWorldSizeKey = "tth/world_size";
+inline constexpr const char* kRankKey = "tth/rank";
 
 /// What a file is.
 enum class FileFormat { kTorchArchive, kNpz, kOther };

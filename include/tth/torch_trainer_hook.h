@@ -45,6 +45,7 @@ namespace tth {
 
 class TrainingState;
 class DirectoryLock;
+class ProcessGroup;
 
 /// Options of TorchTrainerHook.
 struct HookOptions {
@@ -57,6 +58,10 @@ struct HookOptions {
   TORCH_ARG(std::string, out) = "result";
   /// When training ends. Default: never (the user's loop decides, or calls stop()).
   TORCH_ARG(TriggerRef, stop_trigger);
+  /// This process's rank in a data-parallel job (process_group.h). With one, the reports
+  /// (LogReport, PrintReport, ProgressBar, PlotReport) act on rank 0 only, and snapshots are
+  /// coordinated across the ranks (SnapshotOptions::distributed). Default: none, one process.
+  TORCH_ARG(std::shared_ptr<ProcessGroup>, process_group);
 };
 
 /// Manages extensions around a LibTorch training loop; see the header comment.
@@ -174,6 +179,12 @@ class TorchTrainerHook {
   std::optional<Duration> training_length() const;
   /// Output directory.
   const std::string& out() const noexcept { return out_; }
+  /// The data-parallel job this process is a rank of, or null.
+  const std::shared_ptr<ProcessGroup>& process_group() const noexcept { return process_group_; }
+  /// This process's rank: 0 without a process group.
+  int rank() const noexcept { return rank_; }
+  /// Number of ranks: 1 without a process group.
+  int world_size() const noexcept { return world_size_; }
 
   /// Values reported during the current (or, between iterations, the last) iteration.
   const Observation& observation() const noexcept { return observation_; }
@@ -231,6 +242,9 @@ class TorchTrainerHook {
 
   double iters_per_epoch_;
   std::string out_;
+  std::shared_ptr<ProcessGroup> process_group_;
+  int rank_ = 0;
+  int world_size_ = 1;
   std::shared_ptr<Trigger> stop_trigger_;
   std::vector<Entry> entries_;  // sorted by priority, stable
   std::unique_ptr<TrainingState> state_;

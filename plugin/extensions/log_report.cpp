@@ -151,6 +151,7 @@ LogReport::LogReport(LogReportOptions options)
       filename_(std::move(options.filename())) {}
 
 void LogReport::operator()(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;  // a data-parallel job logs on rank 0 only
   const Observation& observation = hook.observation();
   if (keys_) {
     for (const std::string& key : *keys_) {
@@ -172,7 +173,7 @@ void LogReport::operator()(TorchTrainerHook& hook) {
 }
 
 void LogReport::initialize(TorchTrainerHook& hook) {
-  if (!loaded_) return;
+  if (!loaded_ || hook.rank() != 0) return;
   write_file(hook);
   loaded_ = false;
 }

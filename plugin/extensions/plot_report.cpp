@@ -707,6 +707,7 @@ PlotReport::PlotReport(std::vector<std::string> y_keys, PlotReportOptions option
 }
 
 void PlotReport::operator()(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;  // a data-parallel job plots on rank 0 only
   const Observation& observation = hook.observation();
   for (const std::string& key : y_keys_) {
     auto found = observation.find(key);
@@ -721,6 +722,7 @@ void PlotReport::operator()(TorchTrainerHook& hook) {
 }
 
 void PlotReport::resume(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;  // it writes nothing there
   const std::string directory =
       (fs::path(hook.out()) / filename_).parent_path().lexically_normal().string();
   hook.lock_directory(directory);
@@ -730,7 +732,7 @@ void PlotReport::resume(TorchTrainerHook& hook) {
 }
 
 void PlotReport::initialize(TorchTrainerHook& hook) {
-  if (has_points()) draw(hook);
+  if (hook.rank() == 0 && has_points()) draw(hook);
 }
 
 bool PlotReport::has_points() const {

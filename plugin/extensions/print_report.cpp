@@ -70,11 +70,15 @@ const LogReport& PrintReport::find_log_report(const TorchTrainerHook& hook) cons
 }
 
 void PrintReport::initialize(TorchTrainerHook& hook) {
+  // Checked on every rank, so that a misconfigured job fails alike everywhere instead of
+  // leaving the other ranks waiting for rank 0 at their next collective.
   find_log_report(hook);
+  if (hook.rank() != 0) return;
   erase_ = is_interactive_terminal(out_);
 }
 
 void PrintReport::operator()(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;  // a data-parallel job prints on rank 0 only
   const LogReport& log_report = find_log_report(hook);
   const auto& log = log_report.log();
   if (header_printed_ && printed_rows_ >= static_cast<int64_t>(log.size())) return;

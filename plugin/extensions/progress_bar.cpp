@@ -103,6 +103,7 @@ bool ProgressBar::terminal() const {
 }
 
 void ProgressBar::initialize(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;  // a data-parallel job shows progress on rank 0 only
   recent_.clear();
   recent_.push_back({hook.iteration(), hook.epoch_detail(), std::chrono::steady_clock::now()});
 }
@@ -119,6 +120,7 @@ ProgressBar::Speed ProgressBar::update_speed(const TorchTrainerHook& hook) {
 }
 
 void ProgressBar::operator()(TorchTrainerHook& hook) {
+  if (hook.rank() != 0) return;
   if (hook.iteration() % options_.update_interval() != 0) return;
   const Speed speed = update_speed(hook);
   std::ostream& out = *options_.out();
@@ -135,8 +137,7 @@ void ProgressBar::operator()(TorchTrainerHook& hook) {
 }
 
 void ProgressBar::finalize(TorchTrainerHook& hook) {
-  (void)hook;
-  if (!drawn_) return;
+  if (hook.rank() != 0 || !drawn_) return;
   *options_.out() << terminal::kEraseBelow;
   options_.out()->flush();
   drawn_ = false;

@@ -31,6 +31,10 @@
 // LogReport whose state was loaded rewrites the file from the loaded rows at initialize, so
 // the file always matches the state; the replayed iterations write those rows again.
 //
+// In a data-parallel job (HookOptions::process_group) it acts on rank 0 only: elsewhere it
+// averages nothing, appends no row and writes no file, and its state keeps the same keys (so
+// every rank loads rank 0's snapshot strictly; a rank other than 0 keeps its rows unseen).
+//
 // Thread safety: training thread only.
 #pragma once
 

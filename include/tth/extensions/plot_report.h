@@ -30,6 +30,10 @@
 // hook it locks the file's directory for the run and removes the temp files that a crashed
 // run left there (atomic_file.h), as the snapshot extensions do.
 //
+// In a data-parallel job (HookOptions::process_group) it acts on rank 0 only: elsewhere it
+// locks nothing, collects nothing and draws nothing; its state keeps the same keys (so every
+// rank loads rank 0's snapshot).
+//
 // Errors: a bad argument is a tth::Error naming it; a device that PLplot lacks, or a failure
 // inside PLplot, is a tth::Error ("PlotReport: PLplot has no 'pngcairo' device; install
 // plplot-driver-cairo"); a file system failure is a tth::IOError naming the path, after which

@@ -26,6 +26,9 @@
 // State: how many rows were printed, so a resumed run does not print old rows again (it
 // prints the header again, once).
 //
+// In a data-parallel job (HookOptions::process_group) it acts on rank 0 only (every rank still
+// checks at initialize that the LogReport exists); its state keeps the same key on every rank.
+//
 // Thread safety: training thread only; the stream is written from the training thread.
 #pragma once
 

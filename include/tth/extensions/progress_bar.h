@@ -33,6 +33,8 @@
 //
 // State: none; the iteration counts it shows come from the hook, which restores them.
 //
+// In a data-parallel job (HookOptions::process_group) it acts on rank 0 only.
+//
 // Thread safety: training thread only.
 #pragma once
 
