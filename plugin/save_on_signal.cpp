@@ -10,8 +10,8 @@
 
 #include "check_argument.h"
 #include "tth/diagnostics.h"
-#include "tth/process_group.h"
 #include "tth/error.h"
+#include "tth/process_group.h"
 #include "tth/snapshot.h"
 #include "tth/torch_trainer_hook.h"
 
