@@ -35,9 +35,3 @@ if(NOT TARGET TorchTrainerHook::plplot)
   set_target_properties(TorchTrainerHook::plplot PROPERTIES
     INTERFACE_LINK_LIBRARIES PkgConfig::TTH_PLPLOT)
 endif()
-# c10d's ProcessGroupGloo (tth/process_group.h) includes gloo's headers; LibTorch ships the
-# library, Debian's libgloo-dev the headers.
-find_path(TTH_GLOO_INCLUDE_DIR NAMES gloo/algorithm.h)
-if(NOT TTH_GLOO_INCLUDE_DIR)
-  message(FATAL_ERROR "gloo headers not found: install libgloo-dev")
-endif()

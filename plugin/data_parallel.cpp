@@ -63,9 +63,11 @@ std::vector<std::vector<size_t>> assign_buckets(const std::vector<at::Tensor>& t
   return buckets;
 }
 
-// One line per parameter and buffer: what must agree between the ranks' modules.
-std::string layout_of(const torch::nn::Module& module) {
+// One line per parameter and buffer, and the bucket cap: what must agree between the ranks (the
+// cap decides which tensors share a collective, so different caps would pair other buckets).
+std::string layout_of(const torch::nn::Module& module, const DataParallelOptions& options) {
   std::ostringstream out;
+  out << fmt::format("bucket_cap_mb {}\n", options.bucket_cap_mb());
   for (const auto& entry : module.named_parameters()) {
     const at::Tensor& value = entry.value();
     out << "parameter " << entry.key() << ": " << value.dtype() << " " << value.sizes()
@@ -116,13 +118,13 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module,
                  "bucket_cap_mb", "must be finite and > 0", options_.bucket_cap_mb());
 
   // A module of another structure elsewhere would make the collectives below mismatch.
-  const std::string layout = layout_of(*module_);
+  const std::string layout = layout_of(*module_, options_);
   const std::string rank0_layout = group_->broadcast_string(layout, 0);
   if (!group_->all_true(layout == rank0_layout)) {
     const std::string difference = first_difference(layout, rank0_layout);
     throw DistributedError(fmt::format(
-        "{}: the ranks' modules differ (every rank must build the same module, with the same "
-        "parameters and buffers): {}",
+        "{}: the ranks' modules or options differ (every rank must build the same module, with "
+        "the same parameters and buffers, and pass the same DataParallelOptions): {}",
         kWho,
         difference.empty()
             ? fmt::format("rank {} has rank 0's, another rank's error names its difference",
@@ -148,6 +150,7 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module,
     }
     if (elements == 0) continue;  // nothing to average (the same on every rank)
     bucket.flat = at::empty({elements}, parameters[indices.front()].options().requires_grad(false));
+    parameter_count_ += bucket.parameters.size();
     buckets_.push_back(std::move(bucket));
   }
 
@@ -168,9 +171,37 @@ void DataParallel::synchronize_gradients() {
       }
     }
   }
+  if (buckets_.empty()) return;  // the same on every rank (the structure check)
   at::NoGradGuard no_grad;
+  // How many ranks have each parameter's gradient: a parameter no rank used keeps an undefined
+  // gradient (so an optimizer's momentum or weight decay leaves it alone, as with DDP), one used
+  // somewhere gets the mean. One collective on every rank, whatever graph its batch made.
+  std::vector<at::Tensor> used{at::empty({static_cast<int64_t>(parameter_count_)},
+                                         at::TensorOptions(at::kInt).device(at::kCPU))};
+  {
+    auto* flags = used[0].data_ptr<int32_t>();
+    size_t k = 0;
+    for (const Bucket& bucket : buckets_) {
+      for (const at::Tensor& parameter : bucket.parameters) {
+        flags[k++] = parameter.grad().defined() ? 1 : 0;
+      }
+    }
+  }
+  used[0] = used[0].to(group_->device());
+  group_->all_reduce_sum(used);
+  const at::Tensor counts = used[0].cpu().contiguous();
+  const auto* users = counts.data_ptr<int32_t>();
+
   const double world_size = group_->world_size();
+  size_t first = 0;  // index of the bucket's first parameter in `users`
   for (Bucket& bucket : buckets_) {
+    const size_t n_parameters = bucket.parameters.size();
+    bool any_used = false;
+    for (size_t i = 0; i < n_parameters; ++i) any_used = any_used || users[first + i] > 0;
+    if (!any_used) {  // the same on every rank: no collective for it anywhere
+      first += n_parameters;
+      continue;
+    }
     int64_t offset = 0;
     for (const at::Tensor& parameter : bucket.parameters) {
       const int64_t n = parameter.numel();
@@ -183,13 +214,18 @@ void DataParallel::synchronize_gradients() {
       }
       offset += n;
     }
+    // Divided before the sum, as DDP does: a sum of N half-precision gradients can overflow
+    // where their mean does not.
+    bucket.flat.div_(world_size);
     std::vector<at::Tensor> flat{bucket.flat};
     group_->all_reduce_sum(flat);
-    bucket.flat.div_(world_size);
     offset = 0;
-    for (at::Tensor& parameter : bucket.parameters) {
+    for (size_t i = 0; i < n_parameters; ++i) {
+      at::Tensor& parameter = bucket.parameters[i];
       const int64_t n = parameter.numel();
       const at::Tensor mean = bucket.flat.narrow(0, offset, n).view(parameter.sizes());
+      offset += n;
+      if (users[first + i] == 0) continue;  // no rank used it: stays undefined everywhere
       if (parameter.grad().defined()) {
         parameter.mutable_grad().copy_(mean);
       } else {
@@ -197,8 +233,8 @@ void DataParallel::synchronize_gradients() {
         grad.copy_(mean);
         parameter.mutable_grad() = grad;
       }
-      offset += n;
     }
+    first += n_parameters;
   }
 }
 

@@ -1,8 +1,10 @@
 #include "tth/process_group.h"
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
@@ -52,6 +54,20 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const DistributedOptions&
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// The current CUDA device, through c10's device guard registry, which LibTorch's CUDA library
+// fills when it is loaded: no CUDA headers or libraries needed here. Device 0 when CUDA is not
+// loaded (then NCCL cannot run anyway, and its own error says so).
+c10::Device current_cuda_device() {
+  if (c10::impl::hasDeviceGuardImpl(c10::kCUDA)) {
+    try {
+      return c10::impl::getDeviceGuardImpl(c10::kCUDA)->getDevice();
+    } catch (const std::exception&) {
+      // no usable GPU: fall through
+    }
+  }
+  return c10::Device(c10::kCUDA, 0);
+}
+
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedOptions& options) {
   if (options.init_file()) {
     return c10::make_intrusive<c10d::FileStore>(*options.init_file(), options.world_size());
@@ -90,19 +106,29 @@ c10::intrusive_ptr<C10dProcessGroup> make_group(const DistributedOptions& option
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<C10dProcessGroup> group;
   std::chrono::milliseconds timeout;
+  c10::Device device = c10::kCPU;
 
   // Runs one collective per tensor (c10d's list form means one tensor per device, all of one
   // shape), all started before the first is waited for; names the operation in the error.
+  // Starting fails for a local reason (a dtype or device the backend does not take), waiting
+  // because of the other ranks: the two errors say which.
   template <typename Start>
   void run(const char* operation, std::vector<at::Tensor>& tensors, Start&& start) {
+    std::vector<std::vector<at::Tensor>> each;
+    each.reserve(tensors.size());
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
     try {
-      std::vector<std::vector<at::Tensor>> each;
-      each.reserve(tensors.size());
-      std::vector<c10::intrusive_ptr<c10d::Work>> works;
       for (const at::Tensor& tensor : tensors) {
         each.push_back({tensor});
         works.push_back(start(each.back()));
       }
+    } catch (const std::exception& error) {
+      throw DistributedError(fmt::format(
+          "{}: {} could not start on rank {} of {} (check this rank's tensors: their dtype, "
+          "device ({} for this group) and shape): {}",
+          kWhat, operation, group->getRank(), group->getSize(), device.str(), message_of(error)));
+    }
+    try {
       for (auto& work : works) work->wait(timeout);
     } catch (const std::exception& error) {
       throw DistributedError(fmt::format(
@@ -132,6 +158,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& options) {
                  "init_file", "must not be empty");
   impl_ = std::make_unique<Impl>();
   impl_->timeout = options.timeout();
+  impl_->device = options.backend() == "nccl" ? current_cuda_device() : c10::Device(c10::kCPU);
   try {
     impl_->group = make_group(options);
   } catch (const Error&) {
@@ -153,6 +180,13 @@ std::shared_ptr<ProcessGroup> ProcessGroup::from_c10d(c10::intrusive_ptr<C10dPro
   auto impl = std::make_unique<Impl>();
   impl->group = std::move(group);
   impl->timeout = timeout;
+  std::string backend;
+  try {
+    backend = impl->group->getBackendName();
+  } catch (const std::exception&) {
+    // c10d's base class asserts in getBackendName: not NCCL, collectives on the CPU
+  }
+  impl->device = backend == "nccl" ? current_cuda_device() : c10::Device(c10::kCPU);
   return std::shared_ptr<ProcessGroup>(new ProcessGroup(std::move(impl)));
 }
 
@@ -161,6 +195,7 @@ ProcessGroup::~ProcessGroup() = default;
 int ProcessGroup::rank() const noexcept { return impl_->group->getRank(); }
 int ProcessGroup::world_size() const noexcept { return impl_->group->getSize(); }
 std::chrono::milliseconds ProcessGroup::timeout() const noexcept { return impl_->timeout; }
+c10::Device ProcessGroup::device() const noexcept { return impl_->device; }
 c10::intrusive_ptr<C10dProcessGroup> ProcessGroup::c10d() const { return impl_->group; }
 
 void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
@@ -186,27 +221,39 @@ void ProcessGroup::barrier() {
 }
 
 std::string ProcessGroup::broadcast_string(const std::string& text, int root) {
-  std::vector<at::Tensor> size{at::tensor({static_cast<int64_t>(text.size())}, at::kLong)};
+  const at::TensorOptions on_device = at::TensorOptions().device(device());
+  std::vector<at::Tensor> size{
+      at::tensor({static_cast<int64_t>(text.size())}, on_device.dtype(at::kLong))};
   broadcast(size, root);
-  const int64_t length = size[0].item<int64_t>();
-  std::vector<at::Tensor> bytes{at::zeros({std::max<int64_t>(length, 1)}, at::kByte)};
-  if (rank() == root && length > 0) std::memcpy(bytes[0].data_ptr(), text.data(), text.size());
+  const int64_t length = size[0].cpu().item<int64_t>();
+  std::vector<at::Tensor> bytes;
+  if (rank() == root && length > 0) {
+    // from_blob only reads `text`: the clone owns its memory.
+    auto* data = const_cast<char*>(text.data());
+    bytes.push_back(at::from_blob(data, {length}, at::kByte).clone().to(device()));
+  } else {
+    bytes.push_back(at::zeros({std::max<int64_t>(length, 1)}, on_device.dtype(at::kByte)));
+  }
   broadcast(bytes, root);
-  return std::string(static_cast<const char*>(bytes[0].data_ptr()), static_cast<size_t>(length));
+  const at::Tensor received = bytes[0].cpu();
+  return std::string(static_cast<const char*>(received.data_ptr()), static_cast<size_t>(length));
 }
 
 bool ProcessGroup::all_true(bool value) {
-  std::vector<at::Tensor> count{at::tensor({value ? int64_t{0} : int64_t{1}}, at::kLong)};
+  std::vector<at::Tensor> count{
+      at::tensor({value ? int64_t{0} : int64_t{1}}, at::TensorOptions(at::kLong).device(device()))};
   all_reduce_sum(count);
-  return count[0].item<int64_t>() == 0;
+  return count[0].cpu().item<int64_t>() == 0;
 }
 
 std::vector<int64_t> ProcessGroup::all_gather(int64_t value) {
   // A sum of one-hot rows: every rank's value lands at its own index.
-  std::vector<at::Tensor> values{at::zeros({world_size()}, at::kLong)};
-  values[0][rank()] = value;
+  at::Tensor row = at::zeros({world_size()}, at::kLong);
+  row.data_ptr<int64_t>()[rank()] = value;
+  std::vector<at::Tensor> values{row.to(device())};
   all_reduce_sum(values);
-  const auto* data = values[0].data_ptr<int64_t>();
+  const at::Tensor summed = values[0].cpu().contiguous();
+  const auto* data = summed.data_ptr<int64_t>();
   return std::vector<int64_t>(data, data + world_size());
 }
 

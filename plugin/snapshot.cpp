@@ -74,6 +74,23 @@ void remove_parts(const std::string& manifest) {
   }
 }
 
+// Deletes the parts in `directory` of steps before `progress` that have no manifest: their
+// job died before every rank wrote its part (or before the manifest was committed).
+void remove_orphan_parts(const SnapshotFilename& filename, const std::string& directory,
+                         double progress) {
+  std::error_code error;
+  for (fs::directory_iterator it(directory, error), end; !error && it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    const auto suffix = name.rfind(".shard-");
+    if (suffix == std::string::npos || is_temp_file_name(name)) continue;
+    const std::string manifest = name.substr(0, suffix);
+    const auto step = filename.progress_of(manifest);
+    std::error_code ignored;
+    if (!step || *step >= progress || fs::exists(fs::path(directory) / manifest, ignored)) continue;
+    fs::remove(it->path(), ignored);
+  }
+}
+
 // The world size a snapshot records: 1 when it records none (a single process saved it); -1
 // when the entry is not a usable integer (a hostile file).
 int64_t recorded_world_size(const StateDict& state) {
@@ -219,7 +236,12 @@ Snapshot::Snapshot(std::optional<SnapshotTarget> target, SnapshotOptions options
                  "SnapshotOptions", "filename",
                  "must have fields only in its last component with autoload or n_retains",
                  fmt::format("'{}'", filename_->pattern()));
-  check_argument(saver_rank_ >= 0, "SnapshotOptions", "saver_rank", "must be >= 0", saver_rank_);
+  // The reports act on rank 0: a file that every rank resumes from must hold rank 0's state.
+  check_argument(saver_rank_ == 0 || (sharded_ && saver_rank_ > 0), "SnapshotOptions", "saver_rank",
+                 sharded_ ? "must be >= 0"
+                          : "must be 0 unless sharded (every rank resumes from the saver's "
+                            "state, and the reports keep theirs on rank 0)",
+                 saver_rank_);
   if (n_retains > 0) {
     retention_ = std::make_shared<Retention>(filename_, n_retains, best, sharded_);
   }
@@ -337,13 +359,17 @@ void Snapshot::save_sharded(TorchTrainerHook& hook, const std::string& path,
 }
 
 void Snapshot::operator()(TorchTrainerHook& hook) {
-  if (condition_ && !condition_(hook)) return;
-  save(hook);
+  bool take = !condition_ || condition_(hook);
+  // Saving is a collective: rank 0's condition decides for every rank.
+  if (condition_ && hook.process_group()) take = hook.process_group()->all_gather(take)[0] != 0;
+  if (take) save(hook);
 }
 
 void Snapshot::on_error(TorchTrainerHook& hook, const std::exception_ptr& error) {
   (void)error;
-  if (!snapshot_on_error_) return;
+  // Not before this extension's resume phase completed: the state is not the training's yet
+  // (a failed autoload, another world size, mismatched settings), and must not replace a file.
+  if (!snapshot_on_error_ || !resumed_) return;
   if (!hook.process_group()) {
     save(hook);
     return;
@@ -443,6 +469,7 @@ void Snapshot::Retention::apply(const std::string& directory, const std::string&
     fs::remove(files[i].path, ignored);  // the manifest first: without it the parts are unused
     if (sharded_) remove_parts(files[i].path);
   }
+  if (sharded_) remove_orphan_parts(*filename_, directory, current);
 }
 
 void Snapshot::load(TorchTrainerHook& hook, StateDict state, const std::string& path) {
@@ -459,6 +486,11 @@ void Snapshot::load(TorchTrainerHook& hook, StateDict state, const std::string& 
 }
 
 void Snapshot::resume(TorchTrainerHook& hook) {
+  resume_phase(hook);
+  resumed_ = true;
+}
+
+void Snapshot::resume_phase(TorchTrainerHook& hook) {
   const bool distributed = hook.process_group() != nullptr;
   if (!filename_->has_static_directory()) {
     if (distributed) check_settings(hook);
@@ -494,7 +526,11 @@ void Snapshot::resume(TorchTrainerHook& hook) {
       warn(fmt::format("snapshot: autoload skips '{}': {}", candidate.path, error.what()));
       continue;
     }
-    if (const int64_t world_size = recorded_world_size(state); world_size != 1) {
+    if (const int64_t world_size = recorded_world_size(state); world_size < 1) {
+      warn(fmt::format("snapshot: autoload skips '{}': key '{}' is unusable", candidate.path,
+                       kWorldSizeKey));
+      continue;
+    } else if (world_size != 1) {
       throw DistributedError(fmt::format(
           "snapshot autoload: '{}' was saved by a data-parallel job of {} ranks; resume it with "
           "as many ranks (HookOptions::process_group)",
@@ -525,8 +561,8 @@ void Snapshot::check_settings(TorchTrainerHook& hook) const {
   }
   if (!differing.empty()) {
     throw DistributedError(fmt::format(
-        "snapshot: the ranks' settings differ: rank 0 has ({}), rank(s) {} other ones{}; every "
-        "rank must register the same snapshots",
+        "snapshot: the ranks' settings differ: rank 0 has ({}), rank(s) {} have others{}; "
+        "every rank must register the same snapshots",
         reference, fmt::join(differing, ", "),
         reference == mine ? std::string() : fmt::format(" (rank {} has {})", hook.rank(), mine)));
   }
@@ -534,6 +570,34 @@ void Snapshot::check_settings(TorchTrainerHook& hook) const {
                  fmt::format("must be a rank of the job, in [0, {})", hook.world_size()),
                  saver_rank_);
 }
+
+namespace {
+
+// What a rank found when it read the file it would load (autoload_distributed).
+enum class Readback : int64_t {
+  kReadable = 0,
+  kDamaged = 1,  // torn, corrupt or not this step's part: skipped by every rank
+  kMissing = 2,  // a file the saver read is not there: the directory is not shared
+};
+
+// A sharded part's own metadata must match the manifest's step: a part replaced since the
+// manifest was committed (a template without {iteration}) belongs to another step.
+std::optional<std::string> part_mismatch(const StateDict& part, int64_t iteration, int rank) {
+  try {
+    if (part.get_int(kIterationKey) != iteration) {
+      return fmt::format("it holds iteration {}, the manifest {}", part.get_int(kIterationKey),
+                         iteration);
+    }
+    if (part.get_int(kRankKey) != rank) {
+      return fmt::format("it is rank {}'s part", part.get_int(kRankKey));
+    }
+  } catch (const std::exception& error) {
+    return fmt::format("its metadata are unusable: {}", error.what());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 void Snapshot::autoload_distributed(TorchTrainerHook& hook, const std::string& dir) {
   ProcessGroup& group = *hook.process_group();
@@ -546,44 +610,68 @@ void Snapshot::autoload_distributed(TorchTrainerHook& hook, const std::string& d
   // it would load: all load it, or all pass on to the next.
   while (true) {
     std::string proposal;
-    StateDict state;  // the saver's read of the file, kept when it loads the file itself
+    StateDict state;  // the saver's read of the file (the manifest, when sharded)
+    int64_t recorded = 0, iteration = 0;
     while (saver && next < files.size() && proposal.empty()) {
       const std::string& path = files[next++].path;
       try {
         state = read_snapshot(path, loadfun_);
+        recorded = recorded_world_size(state);
+        iteration = state.contains(kIterationKey) ? state.get_int(kIterationKey) : -1;
+        if (recorded < 1)
+          throw FormatError(fmt::format("'{}': key '{}' is unusable", path, kWorldSizeKey));
         proposal = path;
-      } catch (const FormatError& error) {
+      } catch (const Error& error) {  // damaged, or unreadable (an IOError)
         warn(fmt::format("snapshot: autoload skips '{}': {}", path, error.what()));
       }
     }
     proposal = group.broadcast_string(proposal, saver_rank_);
     if (proposal.empty()) return;  // nothing to resume from, on every rank
+    // The file's world size and step, as the saver read them, before any rank reads its part:
+    // a part of another world size has another name, and would look merely missing.
+    recorded = group.all_gather(saver ? recorded : 0)[static_cast<size_t>(saver_rank_)];
+    iteration = group.all_gather(saver ? iteration : 0)[static_cast<size_t>(saver_rank_)];
+    if (recorded != world_size) {
+      throw DistributedError(fmt::format(
+          "snapshot autoload: '{}' was saved by a job of {} ranks, and this job has {}: resume "
+          "with {} ranks (snapshots are not re-sharded)",
+          proposal, recorded, world_size, recorded));
+    }
     // What this rank loads: the file itself, or its part of it.
     const std::string file = sharded_ ? shard_path(proposal, hook.rank(), world_size) : proposal;
-    int64_t saved_by = world_size;  // the world size the file records
-    bool readable = true;
+    Readback readback = Readback::kReadable;
     try {
-      if (saver && sharded_) saved_by = recorded_world_size(state);  // the manifest's
       if (!saver || sharded_) state = read_snapshot(file, loadfun_);
-      if (saved_by == world_size) saved_by = recorded_world_size(state);
-      readable = saved_by >= 1;
-    } catch (const Error& error) {  // damaged or missing (an IOError)
-      readable = false;
+      if (sharded_) {
+        if (auto problem = part_mismatch(state, iteration, hook.rank())) {
+          throw FormatError(fmt::format("'{}': {}", file, *problem));
+        }
+      }
+    } catch (const IOError& error) {
+      readback =
+          !sharded_ && error.error_number() == ENOENT ? Readback::kMissing : Readback::kDamaged;
+      warn(fmt::format("snapshot: rank {} cannot read '{}': {}", hook.rank(), file, error.what()));
+    } catch (const Error& error) {
+      readback = Readback::kDamaged;
       warn(fmt::format("snapshot: rank {} cannot read '{}': {}", hook.rank(), file, error.what()));
     }
-    const std::vector<int64_t> world_sizes = group.all_gather(readable ? saved_by : 0);
-    for (const int64_t saved : world_sizes) {
-      if (saved >= 1 && saved != world_size) {
-        throw DistributedError(fmt::format(
-            "snapshot autoload: '{}' was saved by a job of {} ranks, and this job has {}: "
-            "resume with {} ranks (snapshots are not re-sharded)",
-            proposal, saved, world_size, saved));
-      }
+    const std::vector<int64_t> found = group.all_gather(static_cast<int64_t>(readback));
+    std::vector<int> missing, damaged;
+    for (size_t rank = 0; rank < found.size(); ++rank) {
+      if (found[rank] == static_cast<int64_t>(Readback::kMissing)) missing.push_back(rank);
+      if (found[rank] == static_cast<int64_t>(Readback::kDamaged)) damaged.push_back(rank);
     }
-    if (std::find(world_sizes.begin(), world_sizes.end(), 0) != world_sizes.end()) {
+    if (!missing.empty()) {
+      throw DistributedError(fmt::format(
+          "snapshot autoload: rank(s) {} cannot find '{}', which the saver rank {} reads: every "
+          "rank loads the saver's file, so the ranks must share its directory (or use "
+          "SnapshotOptions::sharded)",
+          fmt::join(missing, ", "), proposal, saver_rank_));
+    }
+    if (!damaged.empty()) {
       if (saver) {
-        warn(fmt::format("snapshot: autoload skips '{}': not every rank can read {}", proposal,
-                         sharded_ ? "its part" : "it"));
+        warn(fmt::format("snapshot: autoload skips '{}': rank(s) {} cannot read {}", proposal,
+                         fmt::join(damaged, ", "), sharded_ ? "their part" : "it"));
       }
       continue;
     }

@@ -1,6 +1,7 @@
 #include "tth/torch_trainer_hook.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
@@ -235,8 +236,31 @@ void TorchTrainerHook::take_lock(const std::string& directory, const char* what,
   locks_.push_back(std::make_unique<DirectoryLock>(std::move(*lock)));
 }
 
+void TorchTrainerHook::check_same_extensions() {
+  std::string mine;
+  for (const Entry& entry : entries_) {
+    mine +=
+        fmt::format("{}'{}' (priority {})", mine.empty() ? "" : ", ", entry.name, entry.priority);
+  }
+  const std::string reference = process_group_->broadcast_string(mine, 0);
+  const std::vector<int64_t> same = process_group_->all_gather(reference == mine);
+  std::vector<size_t> differing;
+  for (size_t rank = 0; rank < same.size(); ++rank) {
+    if (same[rank] == 0) differing.push_back(rank);
+  }
+  if (differing.empty()) return;
+  throw DistributedError(fmt::format(
+      "{}: the ranks registered different extensions: rank 0 has [{}], rank(s) {} have "
+      "others{}; every rank must register the same extensions, in the same order, with the same "
+      "triggers (their collectives must match)",
+      kWhat, reference, fmt::join(differing, ", "),
+      reference == mine ? std::string() : fmt::format(" (rank {} has [{}])", rank_, mine)));
+}
+
 void TorchTrainerHook::run_start_phases() {
   start_time_ = std::chrono::steady_clock::now();
+  // Before any extension's collective: extensions that differ would pair the wrong ones.
+  if (process_group_) check_same_extensions();
   for (Entry& entry : entries_) entry.extension->resume(*this);
   for (Entry& entry : entries_) {
     if (entry.trigger && entry.trigger->finished()) continue;

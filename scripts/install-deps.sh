@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ ccache pkg-config
   libtorch-dev libfmt-dev nlohmann-json3-dev zlib1g-dev libdeflate-dev
-  libgloo-dev  # c10d's ProcessGroupGloo headers (tth/distributed.h)
+  libgloo-dev  # c10d's ProcessGroupGloo headers (tth/process_group.h)
   # The optimized BLAS that Debian's libtorch recommends (apt skips recommends here), in its
   # OpenMP build as LibTorch's own threads are OpenMP: the example trains 2.4x faster than on
   # the reference BLAS that libtorch-dev pulls in.

@@ -43,7 +43,9 @@ int setting(const std::map<std::string, std::string>& all, const std::string& ke
 // Settings: iterations (stop), sharded (0/1), fixed (1: the data does not come from the
 // generator), die_at (rank `die_rank` tears its snapshot of
 // that iteration, then dies), n_retains, error_at (every rank throws in that iteration),
-// single (1: join no group: a single process), out (directory name under the test's).
+// single (1: join no group: a single process), out (directory name under the test's),
+// own_cwd (1: each rank works in a directory of its own, with a relative out), extra (1: rank 1
+// registers one more extension).
 TEST(DistributedChild, DISABLED_Train) {
   if (!test::is_rank()) GTEST_SKIP();
   const auto config = settings();
@@ -54,7 +56,14 @@ TEST(DistributedChild, DISABLED_Train) {
   const int die_rank = setting(config, "die_rank", 1);
   const int error_at = setting(config, "error_at", -1);
   const fs::path dir = rank_dir();
-  const std::string out = (dir / (config.count("out") ? config.at("out") : "out")).string();
+  std::string out = (dir / (config.count("out") ? config.at("out") : "out")).string();
+  if (setting(config, "own_cwd", 0) == 1) {
+    // Each rank in a directory of its own, with a relative out: as machines that share none.
+    const fs::path cwd = dir / ("cwd" + std::to_string(rank));
+    fs::create_directories(cwd);
+    fs::current_path(cwd);
+    out = "out";
+  }
 
   torch::manual_seed(100 + rank);  // a different start on each rank: the snapshot must fix it
   torch::nn::Linear model(4, 2);
@@ -87,6 +96,9 @@ TEST(DistributedChild, DISABLED_Train) {
                            .n_retains(setting(config, "n_retains", -1))
                            .snapshot_on_error(error_at >= 0)),
               ExtendOptions().trigger({2, iteration}));
+  if (setting(config, "extra", 0) == 1 && rank == 1) {
+    hook.extend(make_extension([](TorchTrainerHook&) {}), ExtendOptions().name("extra"));
+  }
   while (!hook.done()) {
     hook.run_iteration([&] {
       if (static_cast<int>(hook.iteration()) + 1 == error_at) throw std::runtime_error("boom");
@@ -237,13 +249,19 @@ TEST(DistributedSnapshot, ADamagedPartMakesEveryRankFallBackTogether) {
 
 TEST(DistributedSnapshot, RetentionDeletesOldManifestsAndTheirParts) {
   TempDir dir;
+  // Parts whose job died before the manifest: an older step's go, a later step's stay.
+  fs::create_directories(dir.path() / "out");
+  test::write_file((dir.path() / "out" / "snapshot_iter_1.shard-1-of-2").string(),
+                   test::Bytes{1, 2, 3});
+  test::write_file((dir.path() / "out" / "snapshot_iter_99.shard-1-of-2").string(),
+                   test::Bytes{1, 2, 3});
   test::expect_all_succeeded(
       run_ranks("Train", 2, dir.path(), "iterations=8,sharded=1,n_retains=2"));
   EXPECT_THAT(test::files_in((dir.path() / "out").string()),
-              ::testing::UnorderedElementsAre("snapshot_iter_6", "snapshot_iter_6.shard-0-of-2",
-                                              "snapshot_iter_6.shard-1-of-2", "snapshot_iter_8",
-                                              "snapshot_iter_8.shard-0-of-2",
-                                              "snapshot_iter_8.shard-1-of-2"));
+              ::testing::UnorderedElementsAre(
+                  "snapshot_iter_6", "snapshot_iter_6.shard-0-of-2", "snapshot_iter_6.shard-1-of-2",
+                  "snapshot_iter_8", "snapshot_iter_8.shard-0-of-2", "snapshot_iter_8.shard-1-of-2",
+                  "snapshot_iter_99.shard-1-of-2"));
 }
 
 TEST(DistributedSnapshot, AnotherWorldSizeOnResumeIsAClearError) {
@@ -258,6 +276,53 @@ TEST(DistributedSnapshot, AnotherWorldSizeOnResumeIsAClearError) {
   const auto single = run_ranks("Train", 1, dir.path(), "iterations=4,single=1");
   EXPECT_NE(single[0].exit_code, 0);
   EXPECT_THAT(single[0].output, HasSubstr("was saved by a data-parallel job of 2 ranks"));
+  EXPECT_THAT(test::files_in((dir.path() / "out").string()),
+              ::testing::UnorderedElementsAre("snapshot_iter_2"))
+      << "a run that could not resume saves nothing on error";
+
+  // Sharded: the parts of a 2-rank job are not merely missing for 1 rank: an error too.
+  TempDir sharded;
+  test::expect_all_succeeded(run_ranks("Train", 2, sharded.path(), "iterations=2,sharded=1"));
+  const auto fewer = run_ranks("Train", 1, sharded.path(), "iterations=4,sharded=1");
+  EXPECT_NE(fewer[0].exit_code, 0);
+  EXPECT_THAT(fewer[0].output, HasSubstr("was saved by a job of 2 ranks, and this job has 1"));
+  const auto more = run_ranks("Train", 3, sharded.path(), "iterations=4,sharded=1");
+  for (const auto& rank : more) {
+    EXPECT_NE(rank.exit_code, 0);
+    EXPECT_THAT(rank.output, HasSubstr("was saved by a job of 2 ranks, and this job has 3"));
+  }
+}
+
+TEST(DistributedSnapshot, ASaverFileThatOtherRanksCannotFindIsAnErrorNotAFreshStart) {
+  TempDir dir;
+  test::expect_all_succeeded(run_ranks("Train", 2, dir.path(), "iterations=2,own_cwd=1"));
+  const auto resumed = run_ranks("Train", 2, dir.path(), "iterations=4,own_cwd=1");
+  for (const auto& rank : resumed) {
+    EXPECT_NE(rank.exit_code, 0);
+    EXPECT_THAT(rank.output, HasSubstr("rank(s) 1 cannot find 'out/snapshot_iter_2', which the "
+                                       "saver rank 0 reads"));
+  }
+}
+
+TEST(DistributedSnapshot, RanksWithOtherExtensionsFailTogetherAtStart) {
+  TempDir dir;
+  const auto ranks = run_ranks("Train", 2, dir.path(), "iterations=2,extra=1");
+  for (const auto& rank : ranks) {
+    EXPECT_NE(rank.exit_code, 0);
+    EXPECT_THAT(rank.output, HasSubstr("the ranks registered different extensions: rank 0 has "
+                                       "['snapshot' (priority -100)], rank(s) 1 have others"));
+  }
+  EXPECT_THAT(ranks[1].output, HasSubstr("(rank 1 has ['extra' (priority 100), 'snapshot'"));
+  EXPECT_FALSE(fs::exists(dir.path() / "out" / "snapshot_iter_0"));
+}
+
+TEST(DistributedSnapshot, OnlyASnapshotThatIsShardedTakesAnotherSaverRank) {
+  EXPECT_THAT([] { snapshot(SnapshotOptions().saver_rank(1)); },
+              ::testing::ThrowsMessage<Error>(
+                  HasSubstr("SnapshotOptions: saver_rank must be 0 unless sharded")));
+  EXPECT_THAT([] { snapshot(SnapshotOptions().sharded(true).saver_rank(-1)); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("saver_rank must be >= 0, got -1")));
+  EXPECT_NO_THROW(snapshot(SnapshotOptions().sharded(true).saver_rank(1)));
 }
 
 // Rank 1 registers its snapshot with other settings than rank 0's.

@@ -3,10 +3,14 @@
 // tensor layer (data.h); and the program itself (TTH_MNIST) on a tiny generated dataset: an
 // uninterrupted run, the same run SIGKILLed in epoch 2 and started again (the same model_final
 // to the byte, one log row per epoch), the npz savefun read by numpy, --trainer, and the exit
-// codes of bad flags (2) and bad data (1).
+// codes of bad flags (2) and bad data (1); and data-parallel training: two ranks of it on
+// loopback sharing one --out, resumed, and through scripts/launch-distributed.sh.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -545,7 +549,18 @@ TEST_F(MnistProgram, BadFlagsExitWithStatus2AndAMessage) {
       {"--lr abc", "--lr"},
       {"--lr -1", "--lr"},
       {"--no-such-flag", "--no-such-flag"},
-      {"--resume /no/such/snapshot", "'/no/such/snapshot' is neither auto, none nor an existing"}};
+      {"--resume /no/such/snapshot", "'/no/such/snapshot' is neither auto, none nor an existing"},
+      // Data-parallel flags, refused before any rank waits for the others.
+      {"--world-size 2 --rank 2",
+       "mnist: --rank: 2 is not a rank of a job of --world-size 2 (0 to 1) (see mnist --help)"},
+      {"--rank -1", "mnist: --rank: -1 is not a rank of a job of --world-size 1 (0 to 0)"},
+      {"--world-size 0", "mnist: --world-size: Value 0 not in range "},
+      {"--world-size 2 --master-port 0", "mnist: --master-port: Value 0 not in range "},
+      {"--world-size 2 --master-addr ''", "mnist: --master-addr: must name rank 0's host"},
+      {"--world-size 2 --timeout 0", "mnist: --timeout: Value 0 not in range "},
+      {"--world-size 2 --rank 1 --trainer",
+       "mnist: --trainer: trains in one process only (tth::Trainer takes no process group); "
+       "with --world-size 2 leave out --trainer"}};
   for (const auto& [flags, message] : cases) {
     const auto run = run_command(command(work / "out", flags));
     EXPECT_EQ(run.exit_code, 2) << flags << "\n" << run.output;
@@ -555,9 +570,16 @@ TEST_F(MnistProgram, BadFlagsExitWithStatus2AndAMessage) {
   }
   const auto help = run_command(std::string(TTH_MNIST) + " --help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* flag :
-       {"--data", "--epochs", "--batch-size", "--lr", "--model", "--optimizer", "--out", "--seed",
-        "--savefun", "--resume", "--threads", "--trainer", "--no-extensions", "--limit"}) {
+  for (const char* flag : {"--data",          "--epochs",
+                           "--batch-size",    "--lr",
+                           "--model",         "--optimizer",
+                           "--out",           "--seed",
+                           "--savefun",       "--resume",
+                           "--threads",       "--trainer",
+                           "--no-extensions", "--limit",
+                           "--world-size",    "--rank",
+                           "--master-addr",   "--master-port",
+                           "--timeout",       "the job's batch is --world-size times"}) {
     EXPECT_THAT(help.output, HasSubstr(flag));
   }
 }
@@ -579,6 +601,223 @@ TEST_F(MnistProgram, MalformedDataExitsWithStatus1NamingTheFile) {
                   shell_quote(work / "out"));
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_THAT(missing.output, HasSubstr(work / "none/train-images-idx3-ubyte"));
+}
+
+// ---- Data-parallel training ----
+
+// A TCP port of 127.0.0.1 that is free now: the kernel's pick for port 0.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// How a rank of a job ended.
+struct Rank {
+  int exit_code = -1;  // -1: killed (by a signal, or by the deadline)
+  std::string output;
+};
+
+// Waits for `pids` (killing what is left after `seconds`); returns each one's exit code.
+std::vector<int> wait_all(const std::vector<pid_t>& pids, int seconds) {
+  std::vector<int> codes(pids.size(), -1);
+  std::vector<bool> done(pids.size(), false);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  for (size_t left = pids.size(); left > 0;) {
+    for (size_t i = 0; i < pids.size(); ++i) {
+      int status = 0;
+      if (done[i] || ::waitpid(pids[i], &status, WNOHANG) != pids[i]) continue;
+      done[i] = true;
+      --left;
+      if (WIFEXITED(status)) codes[i] = WEXITSTATUS(status);
+    }
+    if (left > 0 && std::chrono::steady_clock::now() > deadline) {
+      for (size_t i = 0; i < pids.size(); ++i) {
+        if (!done[i]) ::kill(pids[i], SIGKILL);
+      }
+      for (size_t i = 0; i < pids.size(); ++i) {
+        if (!done[i]) ::waitpid(pids[i], nullptr, 0);
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return codes;
+}
+
+std::string text_of(const std::string& path) {
+  const Bytes bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+class MnistDistributed : public MnistProgram {
+ protected:
+  // Runs ranks 0 and 1 of a job on the generated data (the MLP, --limit kLimit: each rank
+  // trains on 64 images, 2 batches of 32 per epoch) into the shared `out`, with `flags`
+  // appended; each rank's output goes to `<logs>.rank<r>`.
+  static std::vector<Rank> run_job(const std::string& out, const std::string& logs,
+                                   const std::vector<std::string>& flags) {
+    const std::string port = std::to_string(free_port());
+    std::vector<pid_t> pids;
+    for (int rank = 0; rank < 2; ++rank) {
+      std::vector<std::string> args = {TTH_MNIST,
+                                       "--data",
+                                       data_->path().string(),
+                                       "--out",
+                                       out,
+                                       "--threads",
+                                       "1",
+                                       "--batch-size",
+                                       "32",
+                                       "--model",
+                                       "mlp",
+                                       "--seed",
+                                       "5",
+                                       "--limit",
+                                       limit(),
+                                       "--world-size",
+                                       "2",
+                                       "--rank",
+                                       std::to_string(rank),
+                                       "--master-port",
+                                       port,
+                                       "--timeout",
+                                       "60"};
+      args.insert(args.end(), flags.begin(), flags.end());
+      pids.push_back(spawn(args, logs + ".rank" + std::to_string(rank)));
+    }
+    const std::vector<int> codes = wait_all(pids, 120);
+    std::vector<Rank> ranks;
+    for (int rank = 0; rank < 2; ++rank) {
+      ranks.push_back({codes[rank], text_of(logs + ".rank" + std::to_string(rank))});
+    }
+    return ranks;
+  }
+
+  // Every entry of `dir`, lock files included, sorted.
+  static std::vector<std::string> entries(const std::string& dir) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  static constexpr int kItersPerRank = kLimit / 2 / 32;  // per epoch
+  static std::string snapshot(int iteration) {
+    return "snapshot_iter_" + std::to_string(iteration);
+  }
+};
+
+TEST_F(MnistDistributed, TwoRanksShareOneOutDirectoryThatOnlyRank0WritesInto) {
+  TempDir work;
+  const std::string out = work / "out";
+  const auto ranks = run_job(out, work / "job", {"--epochs", "2"});
+  ASSERT_EQ(ranks[0].exit_code, 0) << ranks[0].output;
+  // (Exit 0 includes the example's check that the ranks' models ended equal to the bit.)
+  ASSERT_EQ(ranks[1].exit_code, 0) << ranks[1].output;
+  // One set of files: rank 0's log, plots, snapshots (no shards, no per-rank copies) and
+  // models; no lock file left behind by either rank.
+  EXPECT_EQ(entries(out), (std::vector<std::string>{"accuracy.png", "log", "loss.png", "model_best",
+                                                    "model_final", snapshot(2), snapshot(4)}));
+  // Iterations count the job's steps: 2 per epoch, each rank half of the 128 examples.
+  EXPECT_EQ(log_rows(out + "/log"),
+            (std::vector<std::pair<int, int>>{{1, kItersPerRank}, {2, 2 * kItersPerRank}}));
+  // Rank 0 prints the table and the summary; rank 1 only that it joined.
+  EXPECT_THAT(ranks[0].output, HasSubstr("validation/main/accuracy"));
+  EXPECT_THAT(ranks[0].output, HasSubstr("images on 2 ranks"));
+  EXPECT_THAT(ranks[1].output, HasSubstr("mnist: rank 1 of 2 joined 127.0.0.1:"));
+  for (const char* printed : {"epoch", "main/loss", "test accuracy", "model_final"}) {
+    EXPECT_THAT(ranks[1].output, ::testing::Not(HasSubstr(printed))) << ranks[1].output;
+  }
+  // The log holds the job's means: the ranks' test shards differ, and their mean is logged.
+  std::ifstream in(out + "/log");
+  const nlohmann::json log = nlohmann::json::parse(in);
+  for (const char* key :
+       {"main/loss", "main/accuracy", "validation/main/loss", "validation/main/accuracy"}) {
+    EXPECT_TRUE(log.at(1).contains(key)) << key;
+  }
+}
+
+TEST_F(MnistDistributed, BothRanksResumeFromTheSameSnapshotAndEndWithTheSameModel) {
+  TempDir work;
+  const auto straight = run_job(work / "straight", work / "straight", {"--epochs", "2"});
+  ASSERT_EQ(straight[0].exit_code, 0) << straight[0].output;
+  ASSERT_EQ(straight[1].exit_code, 0) << straight[1].output;
+
+  const std::string out = work / "out";
+  const auto first = run_job(out, work / "first", {"--epochs", "1"});
+  ASSERT_EQ(first[0].exit_code, 0) << first[0].output;
+  ASSERT_EQ(first[1].exit_code, 0) << first[1].output;
+  const auto second = run_job(out, work / "second", {"--epochs", "2"});
+  for (const Rank& rank : second) {
+    ASSERT_EQ(rank.exit_code, 0) << rank.output;
+    EXPECT_THAT(rank.output,
+                HasSubstr("snapshot: resumed from '" + out + "/" + snapshot(kItersPerRank) +
+                          "' (iteration " + std::to_string(kItersPerRank) + ")"));
+  }
+  EXPECT_EQ(log_rows(out + "/log"), log_rows(work / "straight/log"));
+  EXPECT_TRUE(read_file(out + "/model_final") == read_file(work / "straight/model_final"))
+      << "model_final differs from the uninterrupted job's";
+
+  // --resume none refuses the directory on every rank, each with a message.
+  const auto fresh = run_job(out, work / "fresh", {"--epochs", "2", "--resume", "none"});
+  for (const Rank& rank : fresh) {
+    EXPECT_EQ(rank.exit_code, 1) << rank.output;
+    EXPECT_THAT(rank.output,
+                HasSubstr("' holds snapshots of an earlier run (" + snapshot(kItersPerRank) + ", " +
+                          snapshot(2 * kItersPerRank) + ")"));
+  }
+}
+
+// The launcher script, beside this file's directory in the source tree. __FILE__ may be
+// relative to the build directory (ccache's CCACHE_BASEDIR).
+std::string launcher() {
+  fs::path file = __FILE__;
+  if (file.is_relative())
+    file = fs::path(TTH_MNIST).parent_path().parent_path().parent_path() / file;
+  return (file.parent_path().parent_path() / "scripts/launch-distributed.sh").string();
+}
+
+TEST_F(MnistDistributed, TheLauncherStartsTheRanksAndStopsThemWhenOneFails) {
+  TempDir work;
+  const std::string out = work / "out";
+  const std::string arguments = " --data " + shell_quote(data_->path().string()) + " --out " +
+                                shell_quote(out) + " --threads 1 --batch-size 32 --model mlp " +
+                                "--limit " + limit() + " --epochs 1 --timeout 60";
+  const auto run = run_command("TTH_MNIST_BINARY=" + shell_quote(TTH_MNIST) + " " +
+                               shell_quote(launcher()) + " 2" + arguments);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_THAT(run.output, HasSubstr("validation/main/accuracy"));  // rank 0 on the terminal
+  EXPECT_THAT(text_of(out + "/rank1.log"), HasSubstr("mnist: rank 1 of 2 joined 127.0.0.1:"));
+  EXPECT_EQ(log_rows(out + "/log"), (std::vector<std::pair<int, int>>{{1, kItersPerRank}}));
+
+  // Rank 1 fails at once (status 3): rank 0, waiting for it to join, is stopped, and the
+  // launcher exits with rank 1's status long before rank 0's timeout.
+  const std::string script = "#!/bin/sh\ncase \" $* \" in *' --rank 1 '*) exit 3 ;; esac\nexec " +
+                             shell_quote(TTH_MNIST) + " \"$@\"\n";
+  write_file(work / "fail-rank1.sh", Bytes(script.begin(), script.end()));
+  ::chmod((work / "fail-rank1.sh").c_str(), 0755);
+  const auto start = std::chrono::steady_clock::now();
+  const auto failed = run_command("TTH_MNIST_BINARY=" + shell_quote(work / "fail-rank1.sh") + " " +
+                                  shell_quote(launcher()) + " 2" + arguments + " --out " +
+                                  shell_quote(work / "failed"));
+  EXPECT_EQ(failed.exit_code, 3) << failed.output;
+  EXPECT_THAT(failed.output, HasSubstr("launch-distributed: rank 1 exited with status 3; "
+                                       "stopping the others"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+
+  const auto usage = run_command(shell_quote(launcher()) + " two");
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_THAT(usage.output, HasSubstr("usage: "));
 }
 
 }  // namespace

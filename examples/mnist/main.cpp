@@ -21,6 +21,29 @@
 // Usage: mnist [--data DIR] [--epochs N] [--model cnn|mlp] [--out DIR] ... (mnist --help)
 //   scripts/run-example.sh builds it and runs it with the arguments given.
 //
+// Data-parallel (--world-size N > 1): N processes, the ranks 0 to N-1, train one model
+// together, as PyTorch's DistributedDataParallel does:
+//   scripts/launch-distributed.sh 2 --epochs 1        # 2 ranks on this machine
+//   mnist --world-size 2 --rank 0 --master-addr HOST --master-port 29500 ...   # on host A
+//   mnist --world-size 2 --rank 1 --master-addr HOST --master-port 29500 ...   # on host B
+// Rank 0 hosts the rendezvous (a c10d TCPStore on --master-addr:--master-port, which every
+// rank must reach); the gradients are averaged over Gloo (TCP; GLOO_SOCKET_IFNAME picks the
+// network interface). What changes against one process:
+//   * every rank starts from rank 0's weights (tth::DataParallel broadcasts them), and after
+//     each backward pass the gradients are averaged over the ranks, so every rank takes the
+//     same step and the replicas stay equal;
+//   * each epoch is split over the ranks (a sharded BatchIterator, the same seed on every
+//     rank): each rank trains on its 1/N of the training set, in batches of --batch-size, so
+//     the job's batch is N x --batch-size; each rank evaluates its 1/N of the test set;
+//   * the reported losses and accuracies are averaged over the ranks (average_across_ranks)
+//     before the log, the plots and the best-model trigger read them: every rank decides alike;
+//   * rank 0 alone writes the log, plots, snapshots, model_best and model_final, and prints
+//     the table; the ranks share --out (each takes its own lock file in it), and every rank
+//     resumes from the same snapshot. Resume with the same --world-size: a snapshot records
+//     the number of ranks that saved it.
+// --trainer trains alone only: tth::Trainer builds its hook without a process group, and
+// StandardUpdater runs backward and step with no call in between for the gradients' average.
+//
 // Resuming (--resume):
 //   auto  (default) continue from the newest snapshot in --out that verifies, if any;
 //   PATH  continue from that snapshot file (verified first);
@@ -29,7 +52,8 @@
 //         another --out).
 //
 // Exit status: 0 done; 1 a training error (bad data, a snapshot that does not fit, an output
-// directory in use), printed as "mnist: <message>"; 2 a bad flag.
+// directory in use, a rank that failed or did not join), printed as "mnist: <message>"; 2 a bad
+// flag.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -53,6 +77,8 @@
 #include "data.h"
 #include "models.h"
 #include "tth/batch_iterator.h"
+#include "tth/data_parallel.h"
+#include "tth/extensions/average_across_ranks.h"
 #include "tth/extensions/evaluator.h"
 #include "tth/extensions/exponential_shift.h"
 #include "tth/extensions/fail_on_non_number.h"
@@ -61,6 +87,7 @@
 #include "tth/extensions/plot_report.h"
 #include "tth/extensions/print_report.h"
 #include "tth/extensions/progress_bar.h"
+#include "tth/process_group.h"
 #include "tth/tth.h"
 
 namespace {
@@ -82,6 +109,12 @@ struct Flags {
   bool trainer = false;
   bool no_extensions = false;
   int64_t limit = 0;  // 0: every example
+  // Data-parallel training (world_size > 1).
+  int world_size = 1;
+  int rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int timeout = 300;  // seconds
 };
 
 // Learning rates that reach about 91% (CNN) after 3 epochs with the decay below.
@@ -113,7 +146,9 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
   app.add_option("--epochs", flags.epochs, "Epochs to train")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
-  app.add_option("--batch-size", flags.batch_size, "Training examples per batch")
+  app.add_option("--batch-size", flags.batch_size,
+                 "Training examples per batch and rank (the job's batch is --world-size times "
+                 "this)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
   app.add_option("--lr", flags.lr,
@@ -148,15 +183,50 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
   app.add_option("--threads", flags.threads, "CPU threads of LibTorch (default: all cores)")
       ->check(CLI::Range(1, 4096));
   app.add_flag("--trainer", flags.trainer,
-               "Train through tth::Trainer and StandardUpdater instead of the example's loop");
+               "Train through tth::Trainer and StandardUpdater instead of the example's loop "
+               "(one process only)");
   app.add_flag("--no-extensions", flags.no_extensions,
                "The bare loop: the hook counts iterations, nothing else (no evaluation, logs, "
                "snapshots or model files); for measuring the loop's speed");
   app.add_option("--limit", flags.limit,
                  "Use only the first N training and N test examples (for tests, quick tries)")
       ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
+  app.add_option("--world-size", flags.world_size,
+                 "Ranks (processes) of a data-parallel job; 1: train alone")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  app.add_option("--rank", flags.rank, "This process's rank in the job, 0 to --world-size - 1")
+      ->capture_default_str();
+  app.add_option("--master-addr", flags.master_addr,
+                 "Host of rank 0, where the job meets (every rank must reach it)")
+      ->capture_default_str();
+  app.add_option("--master-port", flags.master_port, "Port of the meeting point on rank 0's host")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  app.add_option("--timeout", flags.timeout,
+                 "Seconds a rank waits for the others (to join, and in each exchange)")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
+    // Checks that involve two flags, reported as CLI11 reports the others.
+    if (flags.rank < 0 || flags.rank >= flags.world_size) {
+      throw CLI::ValidationError("--rank", std::to_string(flags.rank) +
+                                               " is not a rank of a job of --world-size " +
+                                               std::to_string(flags.world_size) + " (0 to " +
+                                               std::to_string(flags.world_size - 1) + ")");
+    }
+    if (flags.world_size > 1 && flags.trainer) {
+      throw CLI::ValidationError(
+          "--trainer",
+          "trains in one process only (tth::Trainer takes no process group); with "
+          "--world-size " +
+              std::to_string(flags.world_size) +
+              " leave out --trainer: the example's own loop trains data-parallel");
+    }
+    if (flags.world_size > 1 && flags.master_addr.empty()) {
+      throw CLI::ValidationError("--master-addr", "must name rank 0's host");
+    }
   } catch (const CLI::CallForHelp& help) {
     return app.exit(help);
   } catch (const CLI::ParseError& error) {
@@ -223,14 +293,67 @@ std::vector<std::string> snapshots_in(const std::string& out) {
   return found;
 }
 
-// --resume none must not mix a fresh run into the files of an earlier one.
-void check_fresh_out(const std::string& out) {
+// --resume none must not mix a fresh run into the files of an earlier one. In a job every rank
+// checks its --out (the shared directory, or its copy of it) and all agree: if any rank refuses,
+// all do, rather than leaving the others waiting for it.
+void check_fresh_out(const std::string& out, tth::ProcessGroup* group) {
   const std::vector<std::string> found = snapshots_in(out);
-  if (found.empty()) return;
+  const bool fresh = found.empty();
+  if (group != nullptr && !group->all_true(fresh) && fresh) {
+    throw tth::Error(
+        "--resume none: another rank's --out holds snapshots of an earlier run "
+        "(see its message)");
+  }
+  if (fresh) return;
   std::string names;
   for (const std::string& name : found) names += (names.empty() ? "" : ", ") + name;
   throw tth::Error("--resume none: '" + out + "' holds snapshots of an earlier run (" + names +
                    "); continue it with --resume auto, or remove them, or give another --out");
+}
+
+// ---- Data-parallel job ----
+
+// This process's place in the job, or null when it trains alone.
+std::shared_ptr<tth::ProcessGroup> join_job(const Flags& flags) {
+  if (flags.world_size == 1) return nullptr;
+  const auto start = std::chrono::steady_clock::now();
+  // Blocks until every rank has joined (or the timeout passed).
+  auto group =
+      std::make_shared<tth::ProcessGroup>(tth::DistributedOptions(flags.world_size, flags.rank)
+                                              .master_addr(flags.master_addr)
+                                              .master_port(flags.master_port)
+                                              .timeout(std::chrono::seconds(flags.timeout)));
+  std::cout << "mnist: rank " << flags.rank << " of " << flags.world_size << " joined "
+            << flags.master_addr << ":" << flags.master_port << " ("
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            << " s)\n";
+  return group;
+}
+
+// DataParallel keeps the ranks' replicas equal, to the bit; checked once, when training ends
+// (one broadcast of the weights), since a rank that stepped alone would go unnoticed otherwise:
+// only rank 0's model is saved.
+void check_replicas_equal(const Model& model, tth::ProcessGroup& group) {
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& parameter : model.module->parameters()) {
+    flat.push_back(parameter.detach().reshape(-1));
+  }
+  const at::Tensor mine = torch::cat(flat);
+  std::vector<at::Tensor> rank0 = {mine.clone()};
+  group.broadcast(rank0, 0);
+  if (!group.all_true(rank0[0].equal(mine))) {
+    throw tth::Error(
+        "the ranks' models differ after training: every rank must average its "
+        "gradients (DataParallel::synchronize_gradients) before each step");
+  }
+}
+
+// The mean of `value` over the ranks (itself when alone).
+double mean_over_ranks(double value, tth::ProcessGroup* group) {
+  if (group == nullptr) return value;
+  std::vector<at::Tensor> sum = {torch::tensor({value}, torch::kDouble)};
+  group->all_reduce_sum(sum);
+  return sum[0].item<double>() / group->world_size();
 }
 
 // ---- Training ----
@@ -250,6 +373,14 @@ void add_extensions(tth::TorchTrainerHook& hook, const Setup& setup) {
   // into the epoch's last observation, where LogReport and MaxValueTrigger read them.
   hook.extend(setup.evaluator);  // every epoch, "validation/main/loss" and ".../accuracy"
   hook.extend(tth::observe_lr());
+  // In a job: each rank's values replaced by the job's means, before the extensions below and
+  // the best-model trigger read them (an editor, kEditor), so that every rank logs and decides
+  // alike. The test set's mean is exact when every rank's shard has whole batches of the same
+  // size, as Fashion-MNIST's 10000 test images on 2, 4 or 8 ranks.
+  if (hook.process_group()) {
+    hook.extend(tth::average_across_ranks(
+        {"main/loss", "main/accuracy", "validation/main/loss", "validation/main/accuracy"}));
+  }
   // An editor (kEditor): after the epoch's lr was observed, decay it for the next epoch.
   hook.extend(std::make_shared<tth::ExponentialShift>(kLrDecay),
               tth::ExtendOptions().trigger({1, tth::epoch}));
@@ -295,8 +426,10 @@ void load_snapshot(tth::TorchTrainerHook& hook, const std::string& path) {
 
 int train(const Flags& flags) {
   torch::set_num_threads(flags.threads);
-  torch::manual_seed(flags.seed);  // initial weights; dropout draws from the same generator
-  if (flags.resume == "none") check_fresh_out(flags.out);
+  // Initial weights (rank 0's win in a job); dropout draws from the same generator.
+  torch::manual_seed(flags.seed);
+  // What only one process of a job prints; the others print that they joined, resumes, errors.
+  const bool printer = flags.rank == 0;
 
   mnist::LoadOptions load_options;
   load_options.normalize(true);
@@ -309,23 +442,41 @@ int train(const Flags& flags) {
                      std::to_string(data.train.images.size(2)) + "x" +
                      std::to_string(data.train.images.size(3)) + ", but the models take 28x28");
   }
-  std::cout << "mnist: " << data.train.size() << " training and " << data.test.size()
-            << " test images from " << flags.data << " ("
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count()
-            << " s), " << flags.threads << " threads\n";
+  if (printer) {
+    std::cout
+        << "mnist: " << data.train.size() << " training and " << data.test.size()
+        << " test images from " << flags.data << " ("
+        << std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count()
+        << " s), " << flags.threads << " threads\n";
+  }
+
+  // The job (after loading the data, so that a rank with bad data fails before the others wait
+  // for it), and the resume check, agreed by the ranks, before anything is written.
+  const std::shared_ptr<tth::ProcessGroup> group = join_job(flags);
+  if (flags.resume == "none") check_fresh_out(flags.out, group.get());
 
   const Model model = make_model(flags.model);
+  // In a job: rank 0's weights on every rank now, the gradients' mean after each backward.
+  std::shared_ptr<tth::DataParallel> parallel;
+  if (group) parallel = std::make_shared<tth::DataParallel>(model.module, group);
   const auto optimizer = make_optimizer(flags, model);
 
   // The training batches: shuffled, in an order that follows from the seed and the epoch, and
-  // resumable mid-epoch (its position is part of the saved state).
-  auto train_batches = std::make_shared<tth::BatchIterator>(
-      data.train.size(), batches_of(data.train),
-      tth::BatchIteratorOptions(flags.batch_size).shuffle(true).seed(flags.seed));
-  // The test batches, in order; the evaluator runs one pass per epoch.
-  auto test_batches = std::make_shared<tth::BatchIterator>(
-      data.test.size(), batches_of(data.test),
-      tth::BatchIteratorOptions(kEvalBatchSize).shuffle(false));
+  // resumable mid-epoch (its position is part of the saved state). In a job, every rank draws
+  // the same order (the same seed) and takes its own share of it.
+  auto train_batches =
+      std::make_shared<tth::BatchIterator>(data.train.size(), batches_of(data.train),
+                                           tth::BatchIteratorOptions(flags.batch_size)
+                                               .shuffle(true)
+                                               .seed(flags.seed)
+                                               .num_replicas(flags.world_size)
+                                               .rank(flags.rank));
+  // The test batches, in order; the evaluator runs one pass per epoch (over this rank's share).
+  auto test_batches = std::make_shared<tth::BatchIterator>(data.test.size(), batches_of(data.test),
+                                                           tth::BatchIteratorOptions(kEvalBatchSize)
+                                                               .shuffle(false)
+                                                               .num_replicas(flags.world_size)
+                                                               .rank(flags.rank));
 
   // The loss of a training batch; also counts the images and reports the batch accuracy.
   int64_t trained_images = 0;
@@ -356,8 +507,10 @@ int train(const Flags& flags) {
   int64_t iterations = 0;
   if (!flags.trainer) {
     // ---- The user's own loop, with the hook around each iteration ----
-    tth::TorchTrainerHook hook(
-        tth::HookOptions(train_batches->batches_per_epoch()).out(flags.out).stop_trigger(stop));
+    tth::TorchTrainerHook hook(tth::HookOptions(train_batches->batches_per_epoch())
+                                   .out(flags.out)
+                                   .stop_trigger(stop)
+                                   .process_group(group));
     hook.add_model("main", model.module);
     hook.add_optimizer("main", optimizer);
     hook.add_state("train_iterator", train_batches);  // mid-epoch resume: the same batches
@@ -375,6 +528,7 @@ int train(const Flags& flags) {
         optimizer->zero_grad();
         const at::Tensor loss = loss_of(*batch);
         loss.backward();
+        if (parallel) parallel->synchronize_gradients();  // the same step on every rank
         optimizer->step();
         tth::report("main/loss", loss);
       });
@@ -398,15 +552,22 @@ int train(const Flags& flags) {
     iterations = trainer.hook().iteration() - first_iteration;
   }
 
-  // The final test accuracy, by the evaluator's pass (outside the hook: nothing is reported).
-  const double accuracy = evaluator->evaluate().at(evaluator->prefix() + "/main/accuracy");
+  // The final test accuracy, by the evaluator's pass (outside the hook: nothing is reported);
+  // in a job, each rank's share, then their mean. The job trained world_size times the images
+  // of one rank (the shards are of equal size).
+  if (group) check_replicas_equal(model, *group);
+  const double accuracy = mean_over_ranks(
+      evaluator->evaluate().at(evaluator->prefix() + "/main/accuracy"), group.get());
+  trained_images *= flags.world_size;
+  if (!printer) return 0;
   char line[256];
   std::snprintf(line, sizeof line,
                 "mnist: test accuracy %.2f%% (%lld images); trained %lld iterations (%lld "
-                "images) in %.1f s: %.0f images/s\n",
+                "images%s) in %.1f s: %.0f images/s\n",
                 100 * accuracy, static_cast<long long>(data.test.size()),
-                static_cast<long long>(iterations), static_cast<long long>(trained_images), seconds,
-                seconds > 0 ? trained_images / seconds : 0.0);
+                static_cast<long long>(iterations), static_cast<long long>(trained_images),
+                group ? (" on " + std::to_string(flags.world_size) + " ranks").c_str() : "",
+                seconds, seconds > 0 ? trained_images / seconds : 0.0);
   std::cout << line;
   if (!flags.no_extensions) {
     std::cout << "mnist: " << flags.out << "/model_final (" << flags.savefun << "), log, "
@@ -436,8 +597,11 @@ int main(int argc, char** argv) {
   try {
     return train(flags);
   } catch (const std::exception& error) {
-    // tth::Error (bad data, a snapshot that does not fit, --out in use) and LibTorch's errors.
-    std::cerr << "mnist: " << error.what() << '\n';
+    // tth::Error (bad data, a snapshot that does not fit, --out in use, a failed exchange
+    // between the ranks) and LibTorch's errors. In a job, the rank says which it is.
+    std::cerr << "mnist: "
+              << (flags.world_size > 1 ? "rank " + std::to_string(flags.rank) + ": " : "")
+              << error.what() << '\n';
     return 1;
   }
 }

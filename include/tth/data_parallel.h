@@ -27,15 +27,21 @@
 // Which parameters: those that require grad when DataParallel is built, in module.parameters()
 // order (as DDP: freeze parameters, and move the module to its device, before building it). They
 // are averaged in buckets of at most bucket_cap_mb, one all-reduce per bucket, each bucket holding
-// parameters of one dtype and device (a parameter larger than the cap gets a bucket of its own). A
-// parameter whose gradient is undefined on a rank (not used by this rank's forward pass) counts as
-// a zero gradient there and gets the averaged gradient defined, as DDP with find_unused_parameters:
-// every rank runs the same collectives, whatever graph its batch made. (So a parameter that no
-// rank used gets a zero gradient.) Sparse gradients are not supported.
+// parameters of one dtype and device (a parameter larger than the cap gets a bucket of its own);
+// each bucket is divided by the world size before its all-reduce sums it, as DDP does, so that
+// half-precision sums do not overflow. A parameter whose gradient is undefined on a rank (not used
+// by this rank's forward pass) counts as a zero gradient there and gets the averaged gradient
+// defined, as DDP with find_unused_parameters: every rank runs the same collectives, whatever
+// graph its batch made. A parameter that no rank used keeps its undefined gradient on every rank
+// (as DDP leaves it), so an optimizer's momentum or weight decay does not move it; finding those
+// costs one small all-reduce per synchronize_gradients() (an int32 per parameter). The collectives'
+// tensors: the gradient buckets on the parameters' device, the others on the group's device().
+// Sparse gradients are not supported.
 //
 // The ranks must call each method the same number of times in the same order (they are
 // collectives); the constructor checks that every rank's module has the same parameters and
-// buffers (names, dtypes, shapes) and throws tth::DistributedError on every rank if not.
+// buffers (names, dtypes, shapes) and every rank the same bucket_cap_mb, and throws
+// tth::DistributedError on every rank if not.
 //
 // Thread safety: none; call from the training thread, while no backward pass is running.
 #pragma once
@@ -64,7 +70,7 @@ class DataParallel {
  public:
   /// Broadcasts the module's parameters and buffers from rank 0 so every rank starts equal.
   /// REQUIRES: module and group not null (tth::Error naming the argument otherwise), the same
-  /// module structure on every rank (tth::DistributedError otherwise).
+  /// module structure and bucket_cap_mb on every rank (tth::DistributedError otherwise).
   DataParallel(std::shared_ptr<torch::nn::Module> module, std::shared_ptr<ProcessGroup> group,
                DataParallelOptions options = {});
   /// The same, for a module holder (`Net model; DataParallel parallel(model, group);`).
@@ -78,8 +84,9 @@ class DataParallel {
   DataParallel& operator=(const DataParallel&) = delete;
 
   /// Call after backward, before optimizer.step(): replaces every parameter's gradient by its
-  /// mean over the ranks (one all-reduce per bucket). Throws tth::DistributedError when a
-  /// collective fails, tth::Error for a sparse gradient.
+  /// mean over the ranks (one all-reduce per bucket that some rank's gradients use, and one of
+  /// the per-parameter use counts); a parameter no rank used keeps an undefined gradient. Throws
+  /// tth::DistributedError when a collective fails, tth::Error for a sparse gradient.
   void synchronize_gradients();
 
   /// Broadcasts parameters and buffers from rank `root` (the constructor does it from rank 0).
@@ -89,7 +96,7 @@ class DataParallel {
   /// The group it averages over.
   const std::shared_ptr<ProcessGroup>& process_group() const noexcept;
 
-  /// Number of buckets (all-reduces per synchronize_gradients()).
+  /// Number of buckets (at most one all-reduce each per synchronize_gradients()).
   size_t bucket_count() const noexcept;
 
  private:
@@ -98,6 +105,7 @@ class DataParallel {
   std::shared_ptr<ProcessGroup> group_;
   DataParallelOptions options_;
   std::vector<Bucket> buckets_;
+  size_t parameter_count_ = 0;  // in buckets_
 };
 
 }  // namespace tth

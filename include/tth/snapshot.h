@@ -34,9 +34,11 @@
 // corrupt files are skipped with a warning naming them. A file that verifies but does not fit
 // the training (other model) is an error, not skipped. No snapshot is not an error.
 //
-// Data-parallel jobs (HookOptions::process_group; every rank registers the same snapshots):
+// Data-parallel jobs (HookOptions::process_group). Every rank registers the same snapshots with
+// the same triggers (a trigger on a reported value reads an averaged one: average_across_ranks):
+// saving is a collective; rank 0's `condition` decides for every rank.
 // - Saver rank (the default): the ranks meet (a collective that also checks that they are at
-//   the same iteration), then only saver_rank writes the file, its own state (the model and
+//   the same iteration), then only rank 0 writes the file, its own state (the model and
 //   optimizer are the same on every rank). Every rank's autoload loads that file, so the
 //   directory must be one the ranks share (or a copy of it on each machine). Per-rank state
 //   such as a random generator's continues from the saver's.
@@ -47,14 +49,18 @@
 //   autoload. Each rank resumes from its own part: per-rank state continues exactly. Retention
 //   (on the saver) deletes a manifest first, then its parts.
 // - Autoload agrees: the saver rank proposes its newest valid file, every rank checks what it
-//   would load (the same file, or its part), and all load it, or all pass on to the next one.
-//   A file saved by a job of another world size is an error (DistributedError): snapshots are
-//   not re-sharded; resume with the same number of ranks.
+//   would load (the same file, or its part of the same step), and all load it, or all pass on
+//   to the next one. A file saved by a job of another world size is an error
+//   (DistributedError), in both modes: snapshots are not re-sharded; resume with the same
+//   number of ranks. So is a saver's file that another rank cannot find (the directory must be
+//   shared in saver-rank mode).
 // - Settings are compared when training starts: a rank whose filename, mode, saver rank,
 //   n_retains, keep_best or autoload differ from rank 0's fails with DistributedError naming
 //   both, on every rank.
 // - snapshot_on_error: only the saver rank writes (no collective: the others may be gone); a
-//   sharded snapshot writes nothing on error (a manifest needs every rank) and warns.
+//   sharded snapshot writes nothing on error (a manifest needs every rank) and warns. (In any
+//   run, a snapshot saves on error only once its resume phase completed: a failed autoload
+//   leaves no file.)
 // - Only rank 0 removes temp files left by an interrupted write, before the ranks meet.
 // A rank that dies while the others snapshot makes their collective fail (the group's
 // timeout at the latest) with DistributedError; restarting the job resumes from the last
@@ -130,7 +136,9 @@ struct SnapshotOptions {
   /// part, and the saver rank commits the manifest last (true); or the saver rank alone saves
   /// (false). See "Data-parallel jobs" in the header comment. Default false.
   TORCH_ARG(bool, sharded) = false;
-  /// The rank that saves (or commits a sharded snapshot's manifest). Default 0.
+  /// The rank that commits a sharded snapshot's manifest. A snapshot that is not sharded is
+  /// saved by rank 0 (every rank resumes from its file, and the reports keep their state on
+  /// rank 0), so it takes 0 only. Default 0.
   TORCH_ARG(int, saver_rank) = 0;
 };
 
@@ -211,6 +219,7 @@ class Snapshot : public Extension {
   /// The distributed autoload and settings check of resume (see the header comment).
   void check_settings(TorchTrainerHook& hook) const;
   void autoload_distributed(TorchTrainerHook& hook, const std::string& dir);
+  void resume_phase(TorchTrainerHook& hook);
   /// Loads `state` into the target or the hook; StateError names `path`.
   void load(TorchTrainerHook& hook, StateDict state, const std::string& path);
 
@@ -226,6 +235,7 @@ class Snapshot : public Extension {
   int n_retains_;
   std::optional<KeepBestOptions> keep_best_;
   bool warned_sharded_error_ = false;
+  bool resumed_ = false;  // the resume phase completed: on_error may save
   // Null without n_retains. Shared with the writer's `committed` callbacks, which may outlive
   // this extension (a writer can be shared) and run on another thread.
   std::shared_ptr<Retention> retention_;

@@ -60,7 +60,9 @@ struct HookOptions {
   TORCH_ARG(TriggerRef, stop_trigger);
   /// This process's rank in a data-parallel job (process_group.h). With one, the reports
   /// (LogReport, PrintReport, ProgressBar, PlotReport) act on rank 0 only, and snapshots are
-  /// coordinated across the ranks (SnapshotOptions::distributed). Default: none, one process.
+  /// coordinated across the ranks (snapshot.h, "Data-parallel jobs"). When training starts,
+  /// the ranks compare their extensions (names, order, priorities): a rank that registered
+  /// others fails every rank with tth::DistributedError. Default: none, one process.
   TORCH_ARG(std::shared_ptr<ProcessGroup>, process_group);
 };
 
@@ -231,6 +233,8 @@ class TorchTrainerHook {
 
   void lock_output_directory();
   void take_lock(const std::string& directory, const char* what, const char* advice);
+  /// In a job: throws DistributedError on every rank unless all registered the same extensions.
+  void check_same_extensions();
   void run_start_phases();
   bool length_reached() const;
   void check_registration_open(const char* who, const std::string& name) const;

@@ -63,9 +63,11 @@ void AverageAcrossRanks::operator()(TorchTrainerHook& hook) {
       data[2 * i + 1] = poison;
     }
   }
-  std::vector<at::Tensor> tensors{totals};
+  // On the group's device (a CUDA tensor for NCCL), read back on the CPU.
+  std::vector<at::Tensor> tensors{totals.to(group->device())};
   group->all_reduce_sum(tensors);
-  const auto* summed = tensors[0].data_ptr<double>();
+  const at::Tensor sums = tensors[0].cpu().contiguous();
+  const auto* summed = sums.data_ptr<double>();
   // Every rank sees the same sums, so every rank throws the same way, before anything changes.
   for (std::size_t i = 0; i < keys_.size(); ++i) {
     if (summed[2 * i + 1] >= 0) continue;

@@ -9,8 +9,13 @@
 // gets that mean on every rank (it appears on the ranks that lacked it); a key reported on none
 // stays absent. Without a process group (HookOptions::process_group), or with one rank, it does
 // nothing. Every call runs one collective on every rank (the process group's all_reduce_sum of
-// one float64 CPU tensor holding each key's sum and number of reporters), so a key missing on
-// some rank is fine, and every rank ends the call with the same values. Without it, an
+// one float64 tensor on its device() holding each key's sum and number of reporters), so a key
+// missing on some rank is fine, and every rank ends the call with the same values.
+//
+// The mean is unweighted: each rank's value counts once, whatever it was computed over. A value
+// that is itself a mean over a rank's shard (a loss, an Evaluator's accuracy) thus becomes a mean
+// of per-rank means, which is biased when the ranks' shards differ in size; a sharded
+// BatchIterator (num_replicas, rank) gives every rank shards of the same size. Without it, an
 // EarlyStoppingTrigger or a MaxValueTrigger reads each rank's own value and the ranks stop or
 // keep snapshots at different iterations (pytorch-pfn-extras#676).
 //
