@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "check_argument.h"
+#include "tth/data_parallel.h"
 #include "tth/error.h"
 #include "tth/reporter.h"
 #include "tth/torch_trainer_hook.h"
@@ -71,6 +72,8 @@ void StandardUpdater::null_loader() { throw Error("StandardUpdater: loader must 
 void StandardUpdater::attach(TorchTrainerHook& hook) {
   hook.add_model("main", model_);
   hook.add_optimizer("main", optimizer_);
+  if (hook.process_group())
+    parallel_ = std::make_shared<DataParallel>(model_, hook.process_group());
 }
 
 StateDict StandardUpdater::state_dict() const {
@@ -115,6 +118,7 @@ void StandardUpdater::update() {
   optimizer_->zero_grad();
   at::Tensor loss = loss_(*batch);
   loss.backward();
+  if (parallel_) parallel_->synchronize_gradients();  // the same step on every rank
   optimizer_->step();
   report("main/loss", loss);
 }

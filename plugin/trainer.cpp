@@ -7,18 +7,22 @@ namespace tth {
 
 namespace {
 HookOptions options_for(const std::shared_ptr<Updater>& updater, TriggerRef stop_trigger,
-                        std::string out) {
+                        std::string out, std::shared_ptr<ProcessGroup> process_group) {
   check_argument(updater != nullptr, "Trainer", "updater", "must not be null");
   check_argument(stop_trigger.get() != nullptr, "Trainer", "stop_trigger",
                  "must be set, e.g. {10, tth::epoch}");
   return HookOptions(updater->iters_per_epoch())
       .stop_trigger(std::move(stop_trigger))
-      .out(std::move(out));
+      .out(std::move(out))
+      .process_group(std::move(process_group));
 }
 }  // namespace
 
-Trainer::Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std::string out)
-    : updater_(updater), hook_(options_for(updater, std::move(stop_trigger), std::move(out))) {
+Trainer::Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std::string out,
+                 std::shared_ptr<ProcessGroup> process_group)
+    : updater_(updater),
+      hook_(
+          options_for(updater, std::move(stop_trigger), std::move(out), std::move(process_group))) {
   updater_->attach(hook_);
   hook_.add_state("updater", updater_);
 }

@@ -558,9 +558,7 @@ TEST_F(MnistProgram, BadFlagsExitWithStatus2AndAMessage) {
       {"--world-size 2 --master-port 0", "mnist: --master-port: Value 0 not in range "},
       {"--world-size 2 --master-addr ''", "mnist: --master-addr: must name rank 0's host"},
       {"--world-size 2 --timeout 0", "mnist: --timeout: Value 0 not in range "},
-      {"--world-size 2 --rank 1 --trainer",
-       "mnist: --trainer: trains in one process only (tth::Trainer takes no process group); "
-       "with --world-size 2 leave out --trainer"}};
+  };
   for (const auto& [flags, message] : cases) {
     const auto run = run_command(command(work / "out", flags));
     EXPECT_EQ(run.exit_code, 2) << flags << "\n" << run.output;
@@ -767,6 +765,14 @@ TEST_F(MnistDistributed, BothRanksResumeFromTheSameSnapshotAndEndWithTheSameMode
   EXPECT_EQ(log_rows(out + "/log"), log_rows(work / "straight/log"));
   EXPECT_TRUE(read_file(out + "/model_final") == read_file(work / "straight/model_final"))
       << "model_final differs from the uninterrupted job's";
+
+  // Trainer and StandardUpdater (which averages the gradients itself) train the same job.
+  const auto trainer = run_job(work / "trainer", work / "trainer", {"--epochs", "2", "--trainer"});
+  ASSERT_EQ(trainer[0].exit_code, 0) << trainer[0].output;
+  ASSERT_EQ(trainer[1].exit_code, 0) << trainer[1].output;
+  EXPECT_EQ(log_rows(work / "trainer/log"), log_rows(work / "straight/log"));
+  EXPECT_TRUE(read_file(work / "trainer/model_final") == read_file(work / "straight/model_final"))
+      << "--trainer's model_final differs from the own loop's";
 
   // --resume none refuses the directory on every rank, each with a message.
   const auto fresh = run_job(out, work / "fresh", {"--epochs", "2", "--resume", "none"});

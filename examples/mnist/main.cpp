@@ -41,8 +41,8 @@
 //     the table; the ranks share --out (each takes its own lock file in it), and every rank
 //     resumes from the same snapshot. Resume with the same --world-size: a snapshot records
 //     the number of ranks that saved it.
-// --trainer trains alone only: tth::Trainer builds its hook without a process group, and
-// StandardUpdater runs backward and step with no call in between for the gradients' average.
+// With --trainer, tth::Trainer takes the process group, and StandardUpdater averages the
+// gradients itself (it wraps the model in a DataParallel when attached to the hook).
 //
 // Resuming (--resume):
 //   auto  (default) continue from the newest snapshot in --out that verifies, if any;
@@ -215,14 +215,6 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
                                                " is not a rank of a job of --world-size " +
                                                std::to_string(flags.world_size) + " (0 to " +
                                                std::to_string(flags.world_size - 1) + ")");
-    }
-    if (flags.world_size > 1 && flags.trainer) {
-      throw CLI::ValidationError(
-          "--trainer",
-          "trains in one process only (tth::Trainer takes no process group); with "
-          "--world-size " +
-              std::to_string(flags.world_size) +
-              " leave out --trainer: the example's own loop trains data-parallel");
     }
     if (flags.world_size > 1 && flags.master_addr.empty()) {
       throw CLI::ValidationError("--master-addr", "must name rank 0's host");
@@ -458,7 +450,8 @@ int train(const Flags& flags) {
   const Model model = make_model(flags.model);
   // In a job: rank 0's weights on every rank now, the gradients' mean after each backward.
   std::shared_ptr<tth::DataParallel> parallel;
-  if (group) parallel = std::make_shared<tth::DataParallel>(model.module, group);
+  // (With --trainer, StandardUpdater makes its own when it is attached to the hook.)
+  if (group && !flags.trainer) parallel = std::make_shared<tth::DataParallel>(model.module, group);
   const auto optimizer = make_optimizer(flags, model);
 
   // The training batches: shuffled, in an order that follows from the seed and the epoch, and
@@ -539,7 +532,7 @@ int train(const Flags& flags) {
     // ---- The same training through Trainer: the updater owns the step ----
     auto updater =
         std::make_shared<tth::StandardUpdater>(train_batches, model.module, optimizer, loss_of);
-    tth::Trainer trainer(updater, stop, flags.out);
+    tth::Trainer trainer(updater, stop, flags.out, group);
     if (!flags.no_extensions) add_extensions(trainer.hook(), setup);
     if (flags.resume != "auto" && flags.resume != "none") {
       load_snapshot(trainer.hook(), flags.resume);

@@ -19,6 +19,12 @@
 //     only at an epoch boundary; mid-epoch, the loader starts a new pass. At the end of each
 //     pass the updater checks that the loader gave iters_per_epoch batches.
 //
+// In a data-parallel job (the hook has a process group, HookOptions::process_group), attach()
+// wraps the model in a DataParallel (data_parallel.h: rank 0's parameters on every rank) and
+// each update averages the gradients across the ranks between backward and the optimizer's
+// step. Shard the iterator (BatchIteratorOptions::num_replicas and rank) so that each rank
+// trains on its own part of every batch.
+//
 // `iters_per_epoch` is the iterator's batches_per_epoch(), or for a loader follows from the
 // dataset size, its batch size and drop_last.
 //
@@ -37,6 +43,8 @@
 #include "tth/updater.h"
 
 namespace tth {
+
+class DataParallel;
 
 /// Computes the loss of a batch (forward pass and criterion), e.g.
 /// `[&](const tth::Batch& b) { return torch::nll_loss(model->forward(b.data), b.target); }`.
@@ -136,6 +144,7 @@ class StandardUpdater : public Updater {
   double iters_per_epoch_;
   std::shared_ptr<torch::nn::Module> model_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::shared_ptr<DataParallel> parallel_;  // in a data-parallel job
   LossFunction loss_;
   int64_t batches_this_pass_ = 0;
 };

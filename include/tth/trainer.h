@@ -25,8 +25,11 @@ namespace tth {
 /// Runs an Updater until the stop trigger fires; see the header comment.
 class Trainer {
  public:
-  /// REQUIRES: a non-null updater and a stop trigger (not never()).
-  Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std::string out = "result");
+  /// REQUIRES: a non-null updater and a stop trigger (not never()). With a process group, the
+  /// hook is a rank of that data-parallel job (HookOptions::process_group; StandardUpdater then
+  /// averages the gradients across the ranks).
+  Trainer(std::shared_ptr<Updater> updater, TriggerRef stop_trigger, std::string out = "result",
+          std::shared_ptr<ProcessGroup> process_group = nullptr);
 
   /// Same as TorchTrainerHook::extend.
   std::string extend(std::shared_ptr<Extension> extension, const ExtendOptions& options) {
