@@ -1,5 +1,6 @@
 // Snapshots in a data-parallel job (tth/snapshot.h, "Data-parallel jobs"): 2 ranks on
 // 127.0.0.1, as processes of this binary (distributed_support.h).
+#include <signal.h>
 #include <unistd.h>
 
 #include <map>
@@ -45,7 +46,8 @@ int setting(const std::map<std::string, std::string>& all, const std::string& ke
 // that iteration, then dies), n_retains, error_at (every rank throws in that iteration),
 // single (1: join no group: a single process), out (directory name under the test's),
 // own_cwd (1: each rank works in a directory of its own, with a relative out), extra (1: rank 1
-// registers one more extension).
+// registers one more extension), signal_at (rank 1 alone gets SIGUSR1 in that iteration; every
+// rank registers save_on_signal).
 TEST(DistributedChild, DISABLED_Train) {
   if (!test::is_rank()) GTEST_SKIP();
   const auto config = settings();
@@ -96,12 +98,15 @@ TEST(DistributedChild, DISABLED_Train) {
                            .n_retains(setting(config, "n_retains", -1))
                            .snapshot_on_error(error_at >= 0)),
               ExtendOptions().trigger({2, iteration}));
+  const int signal_at = setting(config, "signal_at", -1);
+  if (signal_at >= 0) hook.extend(save_on_signal());
   if (setting(config, "extra", 0) == 1 && rank == 1) {
     hook.extend(make_extension([](TorchTrainerHook&) {}), ExtendOptions().name("extra"));
   }
   while (!hook.done()) {
     hook.run_iteration([&] {
       if (static_cast<int>(hook.iteration()) + 1 == error_at) throw std::runtime_error("boom");
+      if (static_cast<int>(hook.iteration()) + 1 == signal_at && rank == 1) ::raise(SIGUSR1);
       // This rank's generator, or (fixed) data that depends on the rank and iteration only.
       const at::Tensor x = setting(config, "fixed", 0) == 1
                                ? torch::sin(torch::arange(32, torch::kFloat).view({8, 4}) *
@@ -314,6 +319,18 @@ TEST(DistributedSnapshot, RanksWithOtherExtensionsFailTogetherAtStart) {
   }
   EXPECT_THAT(ranks[1].output, HasSubstr("(rank 1 has ['extra' (priority 100), 'snapshot'"));
   EXPECT_FALSE(fs::exists(dir.path() / "out" / "snapshot_iter_0"));
+}
+
+TEST(DistributedSnapshot, ASignalToOneRankMakesEveryRankSaveAndStopTogether) {
+  TempDir dir;
+  const auto ranks = run_ranks("Train", 2, dir.path(), "iterations=10,signal_at=3,sharded=1");
+  test::expect_all_succeeded(ranks);
+  EXPECT_THAT(ranks[1].output, HasSubstr("SIGUSR1 received; saved '"));
+  EXPECT_THAT(ranks[0].output, HasSubstr("a signal to another rank was received; saved '"));
+  EXPECT_THAT(test::files_in((dir.path() / "out").string()),
+              ::testing::IsSupersetOf({"snapshot_iter_3", "snapshot_iter_3.shard-0-of-2",
+                                       "snapshot_iter_3.shard-1-of-2"}));
+  EXPECT_FALSE(fs::exists(dir.path() / "out" / "snapshot_iter_4")) << "both stopped at 3";
 }
 
 TEST(DistributedSnapshot, OnlyASnapshotThatIsShardedTakesAnotherSaverRank) {

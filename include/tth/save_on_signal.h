@@ -34,7 +34,12 @@
 // signals (two hooks in one process: give each its own signals, or finalize the first). A
 // hook with no snapshot extension to save is also a tth::Error at initialize; an extension
 // that runs after it (a priority given explicitly) is warned about there. The extension
-// keeps no state across a resume. Thread safety: the signal may arrive on any thread (an
+// keeps no state across a resume.
+//
+// In a data-parallel job (HookOptions::process_group), every rank registers it, and the ranks
+// agree each iteration (a one-number all-reduce) whether a signal reached any of them: a
+// signal to one rank makes every rank save and stop at the same iteration, as the collectives
+// of saving need. Thread safety: the signal may arrive on any thread (an
 // asynchronous writer's too); everything else runs on the training thread.
 #pragma once
 
