@@ -30,8 +30,9 @@ constexpr auto kSettle = std::chrono::milliseconds(200);
 // at once. It saves with the LibTorch archive savefun.
 class Gate {
  public:
-  SaveFunction savefun() {
-    return [this](const std::string& path, const StateDict& state) {
+  /// Waits until open(), then saves with `then`.
+  SaveFunction savefun(SaveFunction then = torch_savefun()) {
+    return [this, then](const std::string& path, const StateDict& state) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
         ++entered_;
@@ -40,9 +41,14 @@ class Gate {
         changed_.wait(lock, [&] { return open_; });
       }
       if (state.contains("w")) data_pointers_.push_back(state.tensor("w").data_ptr());
-      torch_savefun()(path, state);
-      std::lock_guard<std::mutex> lock(mutex_);
-      --running_;
+      struct Leave {  // also when `then` throws
+        Gate* gate;
+        ~Leave() {
+          std::lock_guard<std::mutex> lock(gate->mutex_);
+          --gate->running_;
+        }
+      } leave{this};
+      then(path, state);
     };
   }
   void open() {
@@ -292,9 +298,13 @@ TEST(ThreadWriter, ABackgroundErrorIsRaisedByTheNextWriteWithTheFileAndTheCause)
 
 TEST(AsyncWriter, FinalizeRaisesEveryPendingErrorOnce) {
   TempDir dir;
-  QueueWriter writer(int64_t{64} << 20, failing_on({1, 3}));
+  // The writes fail only once all three are queued: a failure before a write would be raised
+  // by that write (as it should), not by finalize.
+  Gate gate;
+  QueueWriter writer(int64_t{64} << 20, gate.savefun(failing_on({1, 3})));
   at::Tensor live = mebibytes(0.01);
   for (const char* name : {"a", "b", "c"}) writer.write(dir / name, aliasing_state(live), nullptr);
+  gate.open();
   try {
     writer.finalize();
     FAIL() << "the errors were lost";
