@@ -304,7 +304,7 @@ std::function<void()> Snapshot::committed_callback(const TorchTrainerHook& hook,
 }
 
 std::string Snapshot::save(TorchTrainerHook& hook) {
-  const std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
+  std::string path = (fs::path(hook.out()) / filename_->format(hook)).string();
   std::optional<double> metric;
   if (retention_ && retention_->best()) metric = reported_metric(hook, path);
   if (const auto& group = hook.process_group()) {
@@ -317,6 +317,8 @@ std::string Snapshot::save(TorchTrainerHook& hook) {
           "same snapshots at the same iterations",
           path, fmt::join(iterations, ", ")));
     }
+    // One name for every rank's part: a field such as {elapsed_time} differs between ranks.
+    if (sharded_) path = group->broadcast_string(path, saver_rank_);
     if (sharded_) {
       save_sharded(hook, path, metric);
     } else if (hook.rank() == saver_rank_) {
@@ -359,10 +361,30 @@ void Snapshot::save_sharded(TorchTrainerHook& hook, const std::string& path,
 }
 
 void Snapshot::operator()(TorchTrainerHook& hook) {
-  bool take = !condition_ || condition_(hook);
-  // Saving is a collective: rank 0's condition decides for every rank.
-  if (condition_ && hook.process_group()) take = hook.process_group()->all_gather(take)[0] != 0;
-  if (take) save(hook);
+  const auto& group = hook.process_group();
+  if (!group) {
+    if (!condition_ || condition_(hook)) save(hook);
+    return;
+  }
+  // Saving is a collective: rank 0 alone evaluates the condition, and every rank follows it.
+  // Its failure is shared too, so that no rank is left waiting for the others.
+  enum : int64_t { kSkip = 0, kTake = 1, kFailed = 2 };
+  int64_t decision = kTake;
+  std::exception_ptr failure;
+  if (hook.rank() == 0 && condition_) {
+    try {
+      decision = condition_(hook) ? kTake : kSkip;
+    } catch (...) {
+      failure = std::current_exception();
+      decision = kFailed;
+    }
+  }
+  decision = group->all_gather(decision)[0];
+  if (failure) std::rethrow_exception(failure);
+  if (decision == kFailed) {
+    throw DistributedError("snapshot: rank 0's condition failed (see its error)");
+  }
+  if (decision == kTake) save(hook);
 }
 
 void Snapshot::on_error(TorchTrainerHook& hook, const std::exception_ptr& error) {
@@ -577,19 +599,24 @@ namespace {
 enum class Readback : int64_t {
   kReadable = 0,
   kDamaged = 1,  // torn, corrupt or not this step's part: skipped by every rank
-  kMissing = 2,  // a file the saver read is not there: the directory is not shared
+  // Not there: the saver's file on a rank that does not share its directory, or a part under a
+  // committed manifest (parts go only after their manifest). Falling back would start afresh,
+  // and retention would then delete the real snapshots: an error.
+  kMissing = 2,
 };
 
-// A sharded part's own metadata must match the manifest's step: a part replaced since the
-// manifest was committed (a template without {iteration}) belongs to another step.
-std::optional<std::string> part_mismatch(const StateDict& part, int64_t iteration, int rank) {
+// What a rank read must be the step the saver proposed: a sharded part replaced since its
+// manifest was committed (a template without {iteration}), or a stale copy of the saver's file
+// on another machine, belongs to another step. A part must also be this rank's.
+std::optional<std::string> step_mismatch(const StateDict& read, int64_t iteration,
+                                         std::optional<int> rank) {
   try {
-    if (part.get_int(kIterationKey) != iteration) {
-      return fmt::format("it holds iteration {}, the manifest {}", part.get_int(kIterationKey),
+    if (read.get_int(kIterationKey) != iteration) {
+      return fmt::format("it holds iteration {}, the saver's {}", read.get_int(kIterationKey),
                          iteration);
     }
-    if (part.get_int(kRankKey) != rank) {
-      return fmt::format("it is rank {}'s part", part.get_int(kRankKey));
+    if (rank && read.get_int(kRankKey) != *rank) {
+      return fmt::format("it is rank {}'s part", read.get_int(kRankKey));
     }
   } catch (const std::exception& error) {
     return fmt::format("its metadata are unusable: {}", error.what());
@@ -642,14 +669,12 @@ void Snapshot::autoload_distributed(TorchTrainerHook& hook, const std::string& d
     Readback readback = Readback::kReadable;
     try {
       if (!saver || sharded_) state = read_snapshot(file, loadfun_);
-      if (sharded_) {
-        if (auto problem = part_mismatch(state, iteration, hook.rank())) {
-          throw FormatError(fmt::format("'{}': {}", file, *problem));
-        }
+      const std::optional<int> rank = sharded_ ? std::optional<int>(hook.rank()) : std::nullopt;
+      if (auto problem = step_mismatch(state, iteration, rank)) {
+        throw FormatError(fmt::format("'{}': {}", file, *problem));
       }
     } catch (const IOError& error) {
-      readback =
-          !sharded_ && error.error_number() == ENOENT ? Readback::kMissing : Readback::kDamaged;
+      readback = error.error_number() == ENOENT ? Readback::kMissing : Readback::kDamaged;
       warn(fmt::format("snapshot: rank {} cannot read '{}': {}", hook.rank(), file, error.what()));
     } catch (const Error& error) {
       readback = Readback::kDamaged;
@@ -660,6 +685,13 @@ void Snapshot::autoload_distributed(TorchTrainerHook& hook, const std::string& d
     for (size_t rank = 0; rank < found.size(); ++rank) {
       if (found[rank] == static_cast<int64_t>(Readback::kMissing)) missing.push_back(rank);
       if (found[rank] == static_cast<int64_t>(Readback::kDamaged)) damaged.push_back(rank);
+    }
+    if (!missing.empty() && sharded_) {
+      throw DistributedError(fmt::format(
+          "snapshot autoload: rank(s) {} cannot find their part of '{}' (.shard-<rank>-of-{}), "
+          "whose manifest the saver rank {} committed: restore the part, or remove the manifest "
+          "to resume from an older snapshot",
+          fmt::join(missing, ", "), proposal, world_size, saver_rank_));
     }
     if (!missing.empty()) {
       throw DistributedError(fmt::format(

@@ -251,8 +251,8 @@ void TorchTrainerHook::check_same_extensions() {
   if (differing.empty()) return;
   throw DistributedError(fmt::format(
       "{}: the ranks registered different extensions: rank 0 has [{}], rank(s) {} have "
-      "others{}; every rank must register the same extensions, in the same order, with the same "
-      "triggers (their collectives must match)",
+      "others{}; every rank must register the same extensions (names, order and priorities are "
+      "compared; use the same triggers too): their collectives must match",
       kWhat, reference, fmt::join(differing, ", "),
       reference == mine ? std::string() : fmt::format(" (rank {} has [{}])", rank_, mine)));
 }

@@ -47,7 +47,8 @@ int setting(const std::map<std::string, std::string>& all, const std::string& ke
 // single (1: join no group: a single process), out (directory name under the test's),
 // own_cwd (1: each rank works in a directory of its own, with a relative out), extra (1: rank 1
 // registers one more extension), signal_at (rank 1 alone gets SIGUSR1 in that iteration; every
-// rank registers save_on_signal).
+// rank registers save_on_signal), cond (rank 0's condition: iteration 4 only), elapsed (1: the
+// template is "snapshot_{elapsed_time:.6f}", a field that differs between the ranks).
 TEST(DistributedChild, DISABLED_Train) {
   if (!test::is_rank()) GTEST_SKIP();
   const auto config = settings();
@@ -91,8 +92,16 @@ TEST(DistributedChild, DISABLED_Train) {
       std::_Exit(9);
     }
   };
-  hook.extend(snapshot(SnapshotOptions()
-                           .savefun(savefun)
+  SnapshotOptions options;
+  if (setting(config, "cond", 0) == 1) {
+    // Rank 0's condition decides; rank 1's (which would never save) is not even asked.
+    options.condition([rank](const TorchTrainerHook& h) {
+      if (rank != 0) throw std::runtime_error("rank 1's condition was evaluated");
+      return h.iteration() == 4;
+    });
+  }
+  if (setting(config, "elapsed", 0) == 1) options.filename("snapshot_{elapsed_time:.6f}");
+  hook.extend(snapshot(options.savefun(savefun)
                            .autoload(true)
                            .sharded(setting(config, "sharded", 0) == 1)
                            .n_retains(setting(config, "n_retains", -1))
@@ -331,6 +340,38 @@ TEST(DistributedSnapshot, ASignalToOneRankMakesEveryRankSaveAndStopTogether) {
               ::testing::IsSupersetOf({"snapshot_iter_3", "snapshot_iter_3.shard-0-of-2",
                                        "snapshot_iter_3.shard-1-of-2"}));
   EXPECT_FALSE(fs::exists(dir.path() / "out" / "snapshot_iter_4")) << "both stopped at 3";
+}
+
+TEST(DistributedSnapshot, RankZerosConditionDecidesForEveryRank) {
+  TempDir dir;
+  test::expect_all_succeeded(run_ranks("Train", 2, dir.path(), "iterations=8,sharded=1,cond=1"));
+  EXPECT_THAT(test::files_in((dir.path() / "out").string()),
+              ::testing::UnorderedElementsAre("snapshot_iter_4", "snapshot_iter_4.shard-0-of-2",
+                                              "snapshot_iter_4.shard-1-of-2"));
+}
+
+TEST(DistributedSnapshot, EveryRanksPartIsNamedAsTheSaversManifest) {
+  TempDir dir;
+  test::expect_all_succeeded(run_ranks("Train", 2, dir.path(), "iterations=4,sharded=1,elapsed=1"));
+  const auto files = test::files_in((dir.path() / "out").string());
+  ASSERT_EQ(files.size(), 6u) << ::testing::PrintToString(files);
+  for (const std::string& name : files) {
+    const auto part = name.find(".shard-");
+    if (part == std::string::npos) continue;
+    EXPECT_THAT(files, ::testing::Contains(name.substr(0, part))) << name << " has no manifest";
+  }
+}
+
+TEST(DistributedSnapshot, APartMissingUnderItsManifestIsAnErrorNotAFreshStart) {
+  TempDir dir;
+  test::expect_all_succeeded(run_ranks("Train", 2, dir.path(), "iterations=4,sharded=1"));
+  fs::remove(dir.path() / "out" / "snapshot_iter_4.shard-1-of-2");
+  const auto resumed = run_ranks("Train", 2, dir.path(), "iterations=6,sharded=1");
+  for (const auto& rank : resumed) {
+    EXPECT_NE(rank.exit_code, 0);
+    EXPECT_THAT(rank.output, HasSubstr("rank(s) 1 cannot find their part of '"));
+  }
+  EXPECT_TRUE(fs::exists(dir.path() / "out" / "snapshot_iter_2")) << "nothing was deleted";
 }
 
 TEST(DistributedSnapshot, OnlyASnapshotThatIsShardedTakesAnotherSaverRank) {

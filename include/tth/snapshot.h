@@ -36,7 +36,7 @@
 //
 // Data-parallel jobs (HookOptions::process_group). Every rank registers the same snapshots with
 // the same triggers (a trigger on a reported value reads an averaged one: average_across_ranks):
-// saving is a collective; rank 0's `condition` decides for every rank.
+// saving is a collective; rank 0 alone evaluates `condition`, for every rank.
 // - Saver rank (the default): the ranks meet (a collective that also checks that they are at
 //   the same iteration), then only rank 0 writes the file, its own state (the model and
 //   optimizer are the same on every rank). Every rank's autoload loads that file, so the

@@ -23,7 +23,9 @@
 // wraps the model in a DataParallel (data_parallel.h: rank 0's parameters on every rank) and
 // each update averages the gradients across the ranks between backward and the optimizer's
 // step. Shard the iterator (BatchIteratorOptions::num_replicas and rank) so that each rank
-// trains on its own part of every batch.
+// trains on its own part of every batch. The DataParallel's buckets are made then: move the
+// model to its device and freeze parameters before building the Trainer, and do not wrap the
+// model in a DataParallel of your own (the gradients would be averaged twice).
 //
 // `iters_per_epoch` is the iterator's batches_per_epoch(), or for a loader follows from the
 // dataset size, its batch size and drop_last.
