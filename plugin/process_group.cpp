@@ -68,6 +68,16 @@ c10::Device current_cuda_device() {
   return c10::Device(c10::kCUDA, 0);
 }
 
+// LibTorch 2.2+ serves a TCPStore through libuv by default, which not every build has
+// (Debian's has not: "use_libuv was requested but PyTorch was build without libuv support");
+// the classic server is in every build. (Older versions have no such option.)
+template <typename StoreOptions>
+auto use_classic_server(StoreOptions& store, int) -> decltype(store.useLibUV = false, void()) {
+  store.useLibUV = false;
+}
+template <typename StoreOptions>
+void use_classic_server(StoreOptions& /*store*/, long) {}
+
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedOptions& options) {
   if (options.init_file()) {
     return c10::make_intrusive<c10d::FileStore>(*options.init_file(), options.world_size());
@@ -78,6 +88,7 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedOptions& options) {
   store.numWorkers = static_cast<std::size_t>(options.world_size());
   store.waitWorkers = true;
   store.timeout = options.timeout();
+  use_classic_server(store, 0);
   return c10::make_intrusive<c10d::TCPStore>(options.master_addr(), store);
 }
 

@@ -9,6 +9,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #endif
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "distributed_support.h"
 #include "support.h"
 #include "tth/batch_iterator.h"
@@ -78,6 +83,30 @@ TEST(ProcessGroup, BadOptionsNameTheArgument) {
                   ::testing::HasSubstr("DistributedOptions: world_size must be >= 1, got 0")));
   EXPECT_THAT([] { ProcessGroup group(DistributedOptions(1, 0).backend("mpi")); },
               ::testing::ThrowsMessage<Error>(::testing::HasSubstr("backend must be")));
+}
+
+// Rendezvous through rank 0's TCPStore on 127.0.0.1 (the port is the argument).
+TEST(DistributedChild, DISABLED_TcpRendezvous) {
+  if (!test::is_rank()) GTEST_SKIP();
+  ProcessGroup group(DistributedOptions(test::test_world_size(), test::test_rank())
+                         .master_port(std::stoi(test::rank_argument()))
+                         .timeout(std::chrono::seconds(20)));
+  EXPECT_EQ(group.all_gather(group.rank() + 40), (std::vector<int64_t>{40, 41}));
+}
+
+TEST(ProcessGroup, RanksMeetThroughATcpStoreOnRankZero) {
+  TempDir dir;
+  // A port that was free a moment ago (bound to port 0, then released).
+  const int socket = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(socket, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ::close(socket);
+  test::expect_all_succeeded(
+      run_ranks("TcpRendezvous", 2, dir.path(), std::to_string(ntohs(address.sin_port))));
 }
 
 TEST(ProcessGroup, OneRankJobNeedsNoPeer) {
