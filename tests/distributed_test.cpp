@@ -9,11 +9,6 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #endif
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "distributed_support.h"
 #include "support.h"
 #include "tth/batch_iterator.h"
@@ -96,17 +91,8 @@ TEST(DistributedChild, DISABLED_TcpRendezvous) {
 
 TEST(ProcessGroup, RanksMeetThroughATcpStoreOnRankZero) {
   TempDir dir;
-  // A port that was free a moment ago (bound to port 0, then released).
-  const int socket = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(socket, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  socklen_t length = sizeof address;
-  ASSERT_EQ(::getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  ::close(socket);
   test::expect_all_succeeded(
-      run_ranks("TcpRendezvous", 2, dir.path(), std::to_string(ntohs(address.sin_port))));
+      run_ranks("TcpRendezvous", 2, dir.path(), std::to_string(test::free_port())));
 }
 
 TEST(ProcessGroup, OneRankJobNeedsNoPeer) {

@@ -34,6 +34,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using tth::test::Bytes;
+using tth::test::free_port;
 using tth::test::read_file;
 using tth::test::run_command;
 using tth::test::shell_quote;
@@ -602,20 +603,6 @@ TEST_F(MnistProgram, MalformedDataExitsWithStatus1NamingTheFile) {
 }
 
 // ---- Data-parallel training ----
-
-// A TCP port of 127.0.0.1 that is free now: the kernel's pick for port 0.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  EXPECT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 // How a rank of a job ended.
 struct Rank {

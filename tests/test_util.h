@@ -1,10 +1,13 @@
 // Test helpers that need no LibTorch (the container tests use them alone): a temporary
-// directory, running commands and the Python oracle, file bytes, and a throw-with-message
-// check. support.h adds the LibTorch ones.
+// directory, running commands and the Python oracle, file bytes, a free TCP port, and a
+// throw-with-message check. support.h adds the LibTorch ones.
 #pragma once
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,6 +96,20 @@ struct CommandResult {
 };
 
 /// Runs `command` with /bin/sh and returns its exit code and output.
+// A TCP port of 127.0.0.1 that is free now: the kernel's pick for port 0.
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
 inline CommandResult run_command(const std::string& command) {
   CommandResult result;
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
