@@ -19,11 +19,13 @@
 #include "container/parallel_deflate.h"
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
+#include "load_weights_impl.h"
 #include "module_state.h"
 #include "optimizer_state.h"
 #include "text_util.h"
 #include "training_state.h"
 #include "tth/error.h"
+#include "tth/state_layout.h"
 
 namespace tth {
 
@@ -226,50 +228,7 @@ std::optional<StateValue> read_member(const container::ZipReader& reader,
   return tensor.permute(order).contiguous();
 }
 
-// Whether `from` converts to `to` without losing values.
-bool lossless(at::ScalarType from, at::ScalarType to) {
-  if (from == to || from == at::kBool) return true;
-  if (to == at::kBool) return false;
-  const bool from_float = at::isFloatingType(from), to_float = at::isFloatingType(to);
-  const bool to_complex = at::isComplexType(to);
-  const auto size = [](at::ScalarType t) { return c10::elementSize(t); };
-  if (at::isComplexType(from)) return to_complex && size(to) > size(from);
-  if (from_float) {
-    if (to_complex) return size(to) / 2 >= size(from);
-    // float16 and bfloat16 each fit float32; neither fits the other.
-    return to_float && size(to) > size(from);
-  }
-  // Integers.
-  const bool from_unsigned = from == at::kByte;
-  if (to_float || to_complex) {
-    const size_t mantissa_bytes = to_complex ? size(to) / 2 : size(to);
-    return size(from) < mantissa_bytes || (size(from) == 4 && mantissa_bytes == 8);
-  }
-  if (to == at::kByte) return false;
-  return size(to) > size(from) || (!from_unsigned && size(to) == size(from));
-}
-
 constexpr const char* kLoadNpz = "load_npz";
-
-// The file's entries under the options' prefix, renamed, without ignored names.
-StateDict select(const StateDict& file, const std::string& path, const NpzLoadOptions& options) {
-  StateDict selected;
-  const std::string& prefix = options.prefix();
-  for (const auto& [key, value] : file) {
-    if (key.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string name = key.substr(prefix.size());
-    const auto& ignore = options.ignore();
-    if (std::find(ignore.begin(), ignore.end(), name) != ignore.end()) continue;
-    const std::string target = options.key_map() ? options.key_map()(name) : name;
-    if (selected.contains(target)) {
-      throw StateError(
-          kLoadNpz, key,
-          fmt::format("maps to '{}', which another key of the file maps to too", target), path);
-    }
-    selected.set(target, value);
-  }
-  return selected;
-}
 
 }  // namespace
 
@@ -354,52 +313,29 @@ LoadFunction npz_loadfun() {
   return [](const std::string& path) { return read_npz(path); };
 }
 
-std::string chainer_names(const std::string& key) {
-  static const std::vector<std::pair<std::string, std::string>> kLeaves = {
-      {"W", "weight"},
-      {"b", "bias"},
-      {"gamma", "weight"},
-      {"beta", "bias"},
-      {"avg_mean", "running_mean"},
-      {"avg_var", "running_var"}};
-  std::string name = key;
-  std::replace(name.begin(), name.end(), '/', '.');
-  const size_t dot = name.rfind('.');
-  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  for (const auto& [chainer, torch] : kLeaves) {
-    if (leaf == chainer) return name.substr(0, name.size() - leaf.size()) + torch;
-  }
-  return name;
-}
-
 IncompatibleKeys load_npz(const std::string& path, torch::nn::Module& module,
                           const NpzLoadOptions& options) {
-  StateDict selected = select(read_npz(path), path, options);
-  // Lossless dtype conversions first (a float16 file into float32 weights); everything else
-  // is checked, then loaded, as any state is.
-  const StateDict expected = module_state_dict(module);
-  for (const auto& [key, value] : expected) {
-    if (!selected.contains(key)) continue;
-    const auto* tensor = std::get_if<at::Tensor>(&selected.at(key));
-    const auto target = std::get<at::Tensor>(value).scalar_type();
-    if (tensor == nullptr || tensor->scalar_type() == target) continue;
-    if (!lossless(tensor->scalar_type(), target)) {
-      throw StateError(kLoadNpz, key,
-                       fmt::format("the file holds {} values, which do not convert to {} "
-                                   "without loss",
-                                   c10::toString(tensor->scalar_type()), c10::toString(target)),
-                       path);
-    }
-    selected.set(key, tensor->to(target));
-  }
-  return load_part(*module_part(module), std::move(selected), options.strict(), kLoadNpz, path);
+  return load_module_weights(read_npz(path), path, module, options, kLoadNpz);
 }
 
 IncompatibleKeys load_npz(const std::string& path, torch::optim::Optimizer& optimizer,
                           const NpzLoadOptions& options) {
   check_supported_optimizer(optimizer, kLoadNpz);
-  return load_part(*optimizer_part(optimizer), select(read_npz(path), path, options),
-                   options.strict(), kLoadNpz, path);
+  StateDict selected = select_weights(read_npz(path), path, options, kLoadNpz);
+  if (options.keep_optimizer_options()) {
+    // The optimizer's own options replace whatever the file holds (Chainer saves none).
+    const std::string groups = state_layout::key(state_layout::kParamGroups, "");
+    std::vector<std::string> from_file;
+    for (const auto& entry : selected) {
+      if (entry.first.compare(0, groups.size(), groups) == 0) from_file.push_back(entry.first);
+    }
+    for (const std::string& key : from_file) selected.erase(key);
+    for (const auto& [key, value] : optimizer_state_dict(optimizer)) {
+      if (key.compare(0, groups.size(), groups) == 0) selected.set(key, value);
+    }
+  }
+  return load_part(*optimizer_part(optimizer), std::move(selected), options.strict(), kLoadNpz,
+                   path);
 }
 
 }  // namespace tth

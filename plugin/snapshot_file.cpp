@@ -8,6 +8,7 @@
 #include "container/pickle.h"
 #include "container/zip_reader.h"
 #include "posix_file.h"
+#include "snapshot_file_impl.h"
 #include "text_util.h"
 #include "torch_archive.h"
 #include "tth/error.h"
@@ -20,14 +21,6 @@ namespace {
 
 constexpr std::array<char, 4> kZipMagic = {'P', 'K', '\x03', '\x04'};
 constexpr std::array<char, 4> kEmptyZipMagic = {'P', 'K', '\x05', '\x06'};
-
-// Refuses a directory or a FIFO (tth::FormatError) before reading: a FIFO would block.
-bool starts_like_zip(const std::string& path) {
-  const File file = File::open_regular(path);
-  std::array<char, 4> head{};
-  return file.pread_all(head.data(), head.size(), 0) == head.size() &&
-         (head == kZipMagic || head == kEmptyZipMagic);
-}
 
 // The value of the metadata entry `key`, which must be a 0-d integer tensor: a file is hostile
 // input, and converting anything else (1e300, NaN, a complex, a text, a 1-d tensor) would throw
@@ -57,9 +50,13 @@ const char* to_string(FileFormat format) {
   return "other";
 }
 
-namespace {
+bool starts_like_zip(const std::string& path) {
+  const File file = File::open_regular(path);
+  std::array<char, 4> head{};
+  return file.pread_all(head.data(), head.size(), 0) == head.size() &&
+         (head == kZipMagic || head == kEmptyZipMagic);
+}
 
-// What a zip container holds, judged by its member names alone.
 FileFormat zip_format(const container::ZipReader& reader) {
   bool all_npy = true, has_pickle = false;
   for (const auto& entry : reader.entries()) {
@@ -70,8 +67,6 @@ FileFormat zip_format(const container::ZipReader& reader) {
   if (all_npy) return FileFormat::kNpz;
   return FileFormat::kOther;
 }
-
-}  // namespace
 
 FileFormat verify_file(const std::string& path) {
   if (!starts_like_zip(path)) return FileFormat::kOther;

@@ -12,11 +12,8 @@
 
 namespace tth {
 
-namespace {
-
-using container::StorageType;
-
-at::ScalarType scalar_type(StorageType type) {
+at::ScalarType scalar_type(container::StorageType type) {
+  using container::StorageType;
   switch (type) {
     case StorageType::kBool:
       return at::kBool;
@@ -46,6 +43,10 @@ at::ScalarType scalar_type(StorageType type) {
   return at::kComplexDouble;
 }
 
+namespace {
+
+using container::StorageType;
+
 // The storage's elements, read straight into one fresh buffer. The layout guarantees that the
 // member holds exactly numel * element size bytes; the sink still refuses more.
 at::Tensor read_storage(const container::ZipReader& reader,
@@ -70,22 +71,13 @@ at::Tensor read_storage(const container::ZipReader& reader,
   return buffer;
 }
 
-}  // namespace
-
-void check_torch_archive(const container::ZipReader& reader) {
-  container::read_torch_archive(reader, kFormatVersionKey);
-}
-
-StateDict read_torch_archive(const std::string& path) { return read_torch_archive(path, {}); }
-
-StateDict read_torch_archive(const std::string& path,
-                             const std::function<bool(const std::string&)>& wanted) {
-  const container::ZipReader reader(path);
-  const container::TorchArchiveLayout layout =
-      container::read_torch_archive(reader, kFormatVersionKey);
-  std::vector<bool> used(layout.storages.size(), !wanted);
+// The entries `wanted` accepts; only their storages are read.
+StateDict read_entries(
+    const container::ZipReader& reader, const container::TorchArchiveLayout& layout,
+    const std::function<bool(const container::TorchArchiveLayout::Entry&)>& wanted) {
+  std::vector<bool> used(layout.storages.size(), false);
   for (const auto& entry : layout.entries) {
-    if (wanted && wanted(entry.key) && entry.value.kind == container::PickleValue::Kind::kTensor) {
+    if (wanted(entry) && entry.value.kind == container::PickleValue::Kind::kTensor) {
       used[entry.storage] = true;
     }
   }
@@ -95,7 +87,7 @@ StateDict read_torch_archive(const std::string& path,
   }
   StateDict state;
   for (const auto& entry : layout.entries) {
-    if (wanted && !wanted(entry.key)) continue;
+    if (!wanted(entry)) continue;
     const container::PickleValue& value = entry.value;
     switch (value.kind) {
       case container::PickleValue::Kind::kTensor: {
@@ -117,9 +109,38 @@ StateDict read_torch_archive(const std::string& path,
       case container::PickleValue::Kind::kBool:
         state.set_bool(entry.key, value.boolean);
         break;
+      case container::PickleValue::Kind::kNone:
+        break;  // a StateDict has no None (as npz files leave Chainer's None out)
     }
   }
   return state;
+}
+
+}  // namespace
+
+void check_torch_archive(const container::ZipReader& reader) {
+  container::read_torch_archive(reader, kFormatVersionKey);
+}
+
+StateDict read_torch_archive(const std::string& path) { return read_torch_archive(path, {}); }
+
+StateDict read_torch_archive(const std::string& path,
+                             const std::function<bool(const std::string&)>& wanted) {
+  const container::ZipReader reader(path);
+  const container::TorchArchiveLayout layout =
+      container::read_torch_archive(reader, kFormatVersionKey);
+  return read_entries(reader, layout, [&](const container::TorchArchiveLayout::Entry& entry) {
+    return !wanted || wanted(entry.key);
+  });
+}
+
+StateDict read_module_weights(const std::string& path) {
+  const container::ZipReader reader(path);
+  const container::TorchArchiveLayout layout =
+      container::read_torch_archive(reader, kFormatVersionKey);
+  return read_entries(reader, layout, [](const container::TorchArchiveLayout::Entry& entry) {
+    return entry.module_attribute && entry.value.kind == container::PickleValue::Kind::kTensor;
+  });
 }
 
 bool archive_keys_encoded(const StateDict& state) {

@@ -21,7 +21,11 @@ namespace tth {
 
 namespace container {
 class ZipReader;
+enum class StorageType;
 }  // namespace container
+
+/// The dtype of a storage type.
+at::ScalarType scalar_type(container::StorageType type);
 
 /// Checks the structure of the tensor archive `reader` holds without reading its tensors, as
 /// read_torch_archive does before it allocates: throws tth::FormatError naming the file when
@@ -36,6 +40,11 @@ StateDict read_torch_archive(const std::string& path);
 /// Only the entries whose keys `wanted` accepts; the storages of the others are never read.
 StateDict read_torch_archive(const std::string& path,
                              const std::function<bool(const std::string&)>& wanted);
+
+/// The weights of a TorchScript archive: its tensors that are attributes of its module
+/// objects (parameters and buffers; not list items or the like), keyed as Python's
+/// state_dict() keys them. Throws as read_torch_archive.
+StateDict read_module_weights(const std::string& path);
 
 /// Whether torch_savefun stores the keys of `state` percent-encoded (container/pickle.h): yes
 /// unless its tth/format_version is a 0-d integer tensor <= kLastUnencodedKeysVersion, the same

@@ -367,8 +367,16 @@ TEST(LoadNpz, StrictnessIgnoredNamesShapesAndLossyDtypesAreChecked) {
                     "load_npz: " + (dir / "chainer.npz") +
                         ": key 'l1.weight': holds Float[4, 3] but Float[5, 3] is expected");
   Net missing;
+  // A prefix that selects nothing is named (a mistyped prefix); one that selects too little
+  // names the first key it misses.
+  EXPECT_THROW_WITH(load_npz(dir / "chainer.npz", missing, NpzLoadOptions().prefix("nothing/")),
+                    StateError,
+                    "load_npz: " + (dir / "chainer.npz") +
+                        ": key 'nothing/': no key of the file starts with this prefix");
   EXPECT_THROW_WITH(
-      load_npz(dir / "chainer.npz", missing, NpzLoadOptions().prefix("nothing/")), StateError,
+      load_npz(dir / "chainer.npz", missing,
+               NpzLoadOptions().prefix("updater/model:main/predictor/l2/").key_map(chainer_names)),
+      StateError,
       "load_npz: " + (dir / "chainer.npz") + ": key 'l1.weight': is missing from the loaded state");
   StateDict doubles;
   doubles.set("l1.weight", at::zeros({4, 3}, at::kDouble));
@@ -506,7 +514,7 @@ TEST(Tool, ConvertsBetweenFormatsAndInspectsNpz) {
   EXPECT_TRUE(same_tensor(back.tensor("models/main/w"), state.tensor("models/main/w")));
   EXPECT_EQ(back.text("extensions/log/json"), "[1, 2]");
   const auto inspect = run_command(tool + " inspect " + shell_quote(dir / "b.npz"));
-  EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: npz"));
+  EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: TorchTrainerHook snapshot (npz)\n"));
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 7"));
   EXPECT_THAT(inspect.output, ::testing::ContainsRegex("models/main/h +BFloat16 +\\(2\\)"));
   EXPECT_EQ(run_command(tool + " verify " + shell_quote(dir / "b.npz")).exit_code, 0);

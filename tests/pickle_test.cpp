@@ -8,11 +8,16 @@
 #include <fcntl.h>
 
 #include <cctype>
+#include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "container/zip_reader.h"
@@ -83,15 +88,50 @@ class Pickle {
     for (int64_t v : values) integer(v);
     return tuple();
   }
-  // _rebuild_tensor_v2((storage, type, key, 'cpu', numel), offset, sizes, strides, False, {})
+  // BINFLOAT: the double's bits, big-endian.
+  Pickle& real(double value) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof bits);
+    op('G');
+    for (int i = 7; i >= 0; --i) bytes_ += static_cast<char>((bits >> (8 * i)) & 0xff);
+    return *this;
+  }
+  Pickle& put(uint8_t index) { return op('q').op(index); }  // BINPUT
+  Pickle& get(uint8_t index) { return op('h').op(index); }  // BINGET
+  // _rebuild_tensor_v2((storage, type, key, 'cpu', numel), offset, sizes, strides, False, {}
+  // [, extra]): `extra`, when not empty, is the pickled seventh argument.
   Pickle& tensor(const std::string& key, const std::string& type, int64_t numel, int64_t offset,
-                 const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+                 const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides,
+                 const std::string& extra = "") {
     global("torch._utils", "_rebuild_tensor_v2").mark();
     mark().str("storage").global("torch", type).str(key).str("cpu").integer(numel).tuple();
     op('Q').integer(offset).ints(sizes).ints(strides).op(0x89);
     global("collections", "OrderedDict").op(')').op('R');
-    return tuple().op('R');
+    return raw(extra).tuple().op('R');
   }
+  // _rebuild_parameter(<tensor>, True, OrderedDict()), as torch.save writes an nn.Parameter.
+  Pickle& parameter(const std::string& key, int64_t numel, const std::vector<int64_t>& sizes,
+                    const std::vector<int64_t>& strides) {
+    global("torch._utils", "_rebuild_parameter");
+    tensor(key, "FloatStorage", numel, 0, sizes, strides).op(0x88);
+    return global("collections", "OrderedDict").op(')').op('R').op(0x87).op('R');
+  }
+  // A __torch__ object: NEWOBJ, then BUILD with the dict of the attributes pushed between
+  // begin_object() and end_object() (name, value, name, value, ...).
+  Pickle& begin_object(const std::string& name) {
+    return global("__torch__", name).op(')').op(0x81).op('}').mark();
+  }
+  Pickle& end_object() { return op('u').op('b'); }
+  // A dict or list of the values pushed between begin and end.
+  Pickle& begin_dict() { return op('}').mark(); }
+  Pickle& end_dict() { return op('u'); }
+  Pickle& begin_list() { return op(']').mark(); }
+  Pickle& end_list() { return op('e'); }
+  // torch.jit._pickle.<builder>((<list>,)) around the list's items pushed in between.
+  Pickle& begin_typed_list(const std::string& builder) {
+    return global("torch.jit._pickle", builder).mark().begin_list();
+  }
+  Pickle& end_typed_list() { return end_list().tuple().op('R'); }
   // The opening and closing of a module object, as torch_savefun writes it.
   Pickle& begin_module() {
     return proto().global("__torch__", "Module").op(')').op(0x81).op('}').mark();
@@ -111,6 +151,62 @@ class Pickle {
 std::vector<PickleAttribute> parse(const std::string& bytes) {
   return parse_tensor_pickle(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
                              "member 'archive/data.pkl'");
+}
+
+PickleContents contents(const std::string& bytes) {
+  return parse_pickle(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                      "member 'archive/data.pkl'");
+}
+
+// A leaf as one line, for exact comparisons: "<path> = <value>", then " [m]" for a module
+// attribute. Values: None, true, false, ints, floats (the shortest that reads back, with a '.'),
+// 'strings' and tensors as <storage type>(<sizes>).
+std::string line(const std::string& name, const PickleValue& value, bool module_attribute) {
+  std::ostringstream out;
+  out << name << " = ";
+  switch (value.kind) {
+    case PickleValue::Kind::kNone:
+      out << "None";
+      break;
+    case PickleValue::Kind::kBool:
+      out << (value.boolean ? "true" : "false");
+      break;
+    case PickleValue::Kind::kInt:
+      out << value.integer;
+      break;
+    case PickleValue::Kind::kDouble: {
+      char text[64];
+      const auto end = std::to_chars(text, text + sizeof text, value.real).ptr;
+      std::string real(text, end);  // the shortest that reads back
+      if (real.find_first_of(".en") == std::string::npos) real += ".0";
+      out << real;
+      break;
+    }
+    case PickleValue::Kind::kString:
+      out << "'" << value.text << "'";
+      break;
+    case PickleValue::Kind::kTensor: {
+      out << storage_type_name(value.tensor.type) << "(";
+      for (std::size_t i = 0; i < value.tensor.sizes.size(); ++i)
+        out << (i > 0 ? ", " : "") << value.tensor.sizes[i];
+      out << ")";
+      break;
+    }
+  }
+  if (module_attribute) out << " [m]";
+  return out.str();
+}
+
+std::vector<std::string> lines(const std::vector<PickleAttribute>& attributes) {
+  std::vector<std::string> out;
+  for (const auto& a : attributes) out.push_back(line(a.name, a.value, a.module_attribute));
+  return out;
+}
+
+std::vector<std::string> lines(const TorchArchiveLayout& layout) {
+  std::vector<std::string> out;
+  for (const auto& e : layout.entries) out.push_back(line(e.key, e.value, e.module_attribute));
+  return out;
 }
 
 // Expects parse(bytes) to throw a FormatError containing every fragment.
@@ -156,8 +252,11 @@ TEST(PickleReader, ReadsTheModuleTorchSavefunWritesWithEveryValueKind) {
           .op('N')
           .end_module()
           .bytes();
-  const auto attributes = parse(bytes);
-  ASSERT_EQ(attributes.size(), 8u);  // None is left out
+  const PickleContents all = contents(bytes);
+  EXPECT_TRUE(all.module);
+  const auto& attributes = all.attributes;
+  ASSERT_EQ(attributes.size(), 9u);  // None is listed too
+  for (const auto& attribute : attributes) EXPECT_TRUE(attribute.module_attribute);
   EXPECT_EQ(attributes[0].name, "models/main/0.weight");
   const TensorRef& w = attributes[0].value.tensor;
   EXPECT_EQ(attributes[0].value.kind, PickleValue::Kind::kTensor);
@@ -177,6 +276,10 @@ TEST(PickleReader, ReadsTheModuleTorchSavefunWritesWithEveryValueKind) {
   EXPECT_EQ(attributes[6].value.real, 0.25);
   EXPECT_EQ(attributes[7].value.kind, PickleValue::Kind::kBool);
   EXPECT_TRUE(attributes[7].value.boolean);
+  EXPECT_EQ(attributes[8].name, "nothing");
+  EXPECT_EQ(attributes[8].value.kind, PickleValue::Kind::kNone);
+  // parse_tensor_pickle is parse_pickle's attributes.
+  EXPECT_EQ(lines(parse(bytes)), lines(attributes));
 }
 
 TEST(PickleReader, Long1CoversInt64AndRefusesMore) {
@@ -231,22 +334,27 @@ torch.save(lin.state_dict(), sys.argv[3])
   const ZipReader jit(dir / "jit.pt");
   const TorchArchiveLayout module = read_torch_archive(jit, "tth/format_version");
   EXPECT_EQ(module.directory, "jit/");
+  EXPECT_TRUE(module.module);
   std::vector<std::string> names;
   for (const auto& entry : module.entries) names.push_back(entry.key);
-  // Python's scripted modules carry `training` and `_is_full_backward_hook` (None: left out).
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"w", "steps", "training", "n", "big", "x", "flag", "name"}));
+  // Python's scripted modules carry `training` and `_is_full_backward_hook` (None).
+  EXPECT_EQ(names, (std::vector<std::string>{"w", "steps", "training", "_is_full_backward_hook",
+                                             "n", "big", "x", "flag", "name"}));
+  for (const auto& entry : module.entries) EXPECT_TRUE(entry.module_attribute) << entry.key;
   EXPECT_EQ(module.entries[0].value.tensor.sizes, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(module.storages[module.entries[1].storage].type, StorageType::kInt64);
-  EXPECT_EQ(module.entries[3].value.integer, -7);
-  EXPECT_EQ(module.entries[4].value.integer, int64_t{1} << 40);
-  EXPECT_EQ(module.entries[5].value.real, 0.5);
-  EXPECT_TRUE(module.entries[6].value.boolean);
-  EXPECT_EQ(module.entries[7].value.text, "hello");
+  EXPECT_EQ(module.entries[3].value.kind, PickleValue::Kind::kNone);
+  EXPECT_EQ(module.entries[4].value.integer, -7);
+  EXPECT_EQ(module.entries[5].value.integer, int64_t{1} << 40);
+  EXPECT_EQ(module.entries[6].value.real, 0.5);
+  EXPECT_TRUE(module.entries[7].value.boolean);
+  EXPECT_EQ(module.entries[8].value.text, "hello");
 
   const ZipReader dict_file(dir / "dict.pt");
   const TorchArchiveLayout dict = read_torch_archive(dict_file, "tth/format_version");
+  EXPECT_FALSE(dict.module);
   ASSERT_EQ(dict.entries.size(), 3u);
+  EXPECT_FALSE(dict.entries[0].module_attribute);
   EXPECT_EQ(dict.entries[1].value.tensor.offset, 1);  // a view keeps its whole storage
   EXPECT_EQ(dict.entries[1].value.tensor.storage_numel, 5u);
   EXPECT_EQ(dict.entries[2].value.integer, 4);
@@ -258,23 +366,142 @@ torch.save(lin.state_dict(), sys.argv[3])
   EXPECT_EQ(linear.entries[1].key, "bias");
 }
 
+// Nested writers' output: scripted containers and recurrent modules (nested module objects,
+// typed lists, type tags, None), a state dict, a checkpoint with an optimizer's state (int
+// keys, lists, tuples, None) and named parameters (_rebuild_parameter).
+TEST(PickleReader, ReadsPythonNestedModulesCheckpointsAndParameters) {
+  TempDir dir;
+  python_file(dir, R"(
+import sys, torch
+torch.manual_seed(0)
+seq = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                          torch.nn.Linear(8, 3))
+torch.jit.save(torch.jit.script(seq), sys.argv[1])
+torch.jit.save(torch.jit.script(torch.nn.LSTM(4, 3)), sys.argv[2])
+torch.save(seq.state_dict(), sys.argv[3])
+lin = torch.nn.Linear(3, 2)
+opt = torch.optim.Adam(lin.parameters(), lr=0.01)
+lin(torch.ones(1, 3)).sum().backward()
+opt.step()
+torch.save({'model': lin.state_dict(), 'epoch': 3, 'opt': opt.state_dict()}, sys.argv[4])
+torch.save(dict(lin.named_parameters()), sys.argv[5])
+)",
+              {dir / "seq.pt", dir / "lstm.pt", dir / "sd.pt", dir / "ckpt.pt", dir / "params.pt"});
+  const auto read = [&](const std::string& name) {
+    const ZipReader reader(dir / name);
+    return read_torch_archive(reader, "tth/format_version");
+  };
+  const TorchArchiveLayout seq = read("seq.pt");
+  EXPECT_TRUE(seq.module);
+  EXPECT_EQ(lines(seq), (std::vector<std::string>{"training = true [m]",
+                                                  "_is_full_backward_hook = None [m]",
+                                                  "0.weight = FloatStorage(2, 1, 3, 3) [m]",
+                                                  "0.bias = FloatStorage(2) [m]",
+                                                  "0.training = true [m]",
+                                                  "0._is_full_backward_hook = None [m]",
+                                                  "0.transposed = false [m]",
+                                                  "0._reversed_padding_repeated_twice/0 = 0",
+                                                  "0._reversed_padding_repeated_twice/1 = 0",
+                                                  "0._reversed_padding_repeated_twice/2 = 0",
+                                                  "0._reversed_padding_repeated_twice/3 = 0",
+                                                  "1.weight = FloatStorage(2) [m]",
+                                                  "1.bias = FloatStorage(2) [m]",
+                                                  "1.running_mean = FloatStorage(2) [m]",
+                                                  "1.running_var = FloatStorage(2) [m]",
+                                                  "1.num_batches_tracked = LongStorage() [m]",
+                                                  "1.training = true [m]",
+                                                  "1._is_full_backward_hook = None [m]",
+                                                  "2.training = true [m]",
+                                                  "2._is_full_backward_hook = None [m]",
+                                                  "3.weight = FloatStorage(3, 8) [m]",
+                                                  "3.bias = FloatStorage(3) [m]",
+                                                  "3.training = true [m]",
+                                                  "3._is_full_backward_hook = None [m]"}));
+  const TorchArchiveLayout lstm = read("lstm.pt");
+  EXPECT_TRUE(lstm.module);
+  EXPECT_EQ(lines(lstm),
+            (std::vector<std::string>{
+                "weight_ih_l0 = FloatStorage(12, 4) [m]", "weight_hh_l0 = FloatStorage(12, 3) [m]",
+                "bias_ih_l0 = FloatStorage(12) [m]", "bias_hh_l0 = FloatStorage(12) [m]",
+                "training = true [m]", "_is_full_backward_hook = None [m]",
+                "_flat_weights_names/0 = 'weight_ih_l0'", "_flat_weights_names/1 = 'weight_hh_l0'",
+                "_flat_weights_names/2 = 'bias_ih_l0'", "_flat_weights_names/3 = 'bias_hh_l0'",
+                "_all_weights/0/0 = 'weight_ih_l0'", "_all_weights/0/1 = 'weight_hh_l0'",
+                "_all_weights/0/2 = 'bias_ih_l0'", "_all_weights/0/3 = 'bias_hh_l0'",
+                "_flat_weights/0 = FloatStorage(12, 4)", "_flat_weights/1 = FloatStorage(12, 3)",
+                "_flat_weights/2 = FloatStorage(12)", "_flat_weights/3 = FloatStorage(12)"}));
+  // The flat weights are the parameters again: views of the same four storages.
+  ASSERT_EQ(lstm.entries.size(), 18u);
+  EXPECT_EQ(lstm.storages.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(lstm.entries[14 + i].storage, lstm.entries[i].storage);
+  }
+  const TorchArchiveLayout sd = read("sd.pt");
+  EXPECT_FALSE(sd.module);
+  EXPECT_EQ(lines(sd), (std::vector<std::string>{
+                           "0.weight = FloatStorage(2, 1, 3, 3)", "0.bias = FloatStorage(2)",
+                           "1.weight = FloatStorage(2)", "1.bias = FloatStorage(2)",
+                           "1.running_mean = FloatStorage(2)", "1.running_var = FloatStorage(2)",
+                           "1.num_batches_tracked = LongStorage()", "3.weight = FloatStorage(3, 8)",
+                           "3.bias = FloatStorage(3)"}));
+  const TorchArchiveLayout ckpt = read("ckpt.pt");
+  EXPECT_FALSE(ckpt.module);
+  EXPECT_EQ(lines(ckpt), (std::vector<std::string>{"model/weight = FloatStorage(2, 3)",
+                                                   "model/bias = FloatStorage(2)",
+                                                   "epoch = 3",
+                                                   "opt/state/0/step = FloatStorage()",
+                                                   "opt/state/0/exp_avg = FloatStorage(2, 3)",
+                                                   "opt/state/0/exp_avg_sq = FloatStorage(2, 3)",
+                                                   "opt/state/1/step = FloatStorage()",
+                                                   "opt/state/1/exp_avg = FloatStorage(2)",
+                                                   "opt/state/1/exp_avg_sq = FloatStorage(2)",
+                                                   "opt/param_groups/0/lr = 0.01",
+                                                   "opt/param_groups/0/betas/0 = 0.9",
+                                                   "opt/param_groups/0/betas/1 = 0.999",
+                                                   "opt/param_groups/0/eps = 1e-08",
+                                                   "opt/param_groups/0/weight_decay = 0",
+                                                   "opt/param_groups/0/amsgrad = false",
+                                                   "opt/param_groups/0/maximize = false",
+                                                   "opt/param_groups/0/foreach = None",
+                                                   "opt/param_groups/0/capturable = false",
+                                                   "opt/param_groups/0/differentiable = false",
+                                                   "opt/param_groups/0/fused = false",
+                                                   "opt/param_groups/0/params/0 = 0",
+                                                   "opt/param_groups/0/params/1 = 1"}));
+  // The step counters are 0-d tensors (torch 1.13's Adam); the rest shares no storage.
+  EXPECT_EQ(ckpt.storages.size(), 8u);
+  EXPECT_EQ(ckpt.storages[ckpt.entries[3].storage].numel, 1u);
+  const TorchArchiveLayout params = read("params.pt");
+  EXPECT_FALSE(params.module);
+  EXPECT_EQ(lines(params),
+            (std::vector<std::string>{"weight = FloatStorage(2, 3)", "bias = FloatStorage(2)"}));
+}
+
 // ---- what is refused ----
 
-TEST(PickleReader, RefusesEveryGlobalButTheFourTensorArchivesUse) {
+TEST(PickleReader, RefusesEveryGlobalButThoseTensorArchivesUse) {
   const std::vector<std::pair<std::string, std::string>> globals = {
       {"os", "system"},
       {"posix", "system"},
       {"builtins", "eval"},
       {"builtins", "getattr"},
+      {"builtins", "set"},
+      {"builtins", "bytearray"},
       {"__builtin__", "exec"},
       {"subprocess", "Popen"},
-      {"torch._utils", "_rebuild_parameter"},  // torch.save of a bare nn.Parameter: not ours
+      {"numpy.core.multiarray", "scalar"},  // a numpy scalar in a state dict
+      {"numpy", "dtype"},
+      {"torch._utils", "_rebuild_parameter_with_state"},  // PyTorch 2's parameter with state
       {"torch._utils", "_rebuild_qtensor"},
       {"torch._utils", "_rebuild_sparse_tensor"},
       {"torch", "load"},
       {"torch", "QInt8Storage"},
       {"torch.storage", "FloatStorage"},
       {"collections", "defaultdict"},
+      {"torch.jit._pickle", "build_strlist"},  // not a builder TorchScript has
+      {"torch.jit._pickle", "build_list"},
+      {"torch.jit", "_pickle"},
+      {"torch.jit._pickle.x", "build_intlist"},
       {"__torch__.a b", "C"},
       {"__torch__x", "C"},
       {"__torch__", "C\x01"},
@@ -319,7 +546,8 @@ TEST(PickleReader, AllowedGlobalsAreUsableOnlyWhereTheWritersUseThem) {
 
 TEST(PickleReader, RefusesEveryOpcodeOurArchivesDoNotUse) {
   // Every opcode of protocols 0-5 that LibTorch and torch.save do not write into an archive.
-  const std::string refused = std::string("]ael") + "dio" + "pgIL" + "FSVUTBC" + "0123P" +
+  // (EMPTY_LIST, LIST, APPEND and APPENDS are read: see ReadsListsAndTypedLists.)
+  const std::string refused = std::string("dio") + "pgIL" + "FSVUTBC" + "0123P" +
                               "\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98" +
                               "\x82\x83\x84" + std::string(1, '\0') + "\xff";
   for (char code : refused) {
@@ -327,6 +555,20 @@ TEST(PickleReader, RefusesEveryOpcodeOurArchivesDoNotUse) {
     expect_refused(
         Pickle().proto().op(static_cast<uint8_t>(code)).raw(std::string(16, '\0')).bytes(),
         {"byte 2: opcode 0x", "is not accepted"});
+  }
+  // The ones a general unpickler would build a value of, in the middle of a real module.
+  for (const auto& [bytes, fragment] : std::vector<std::pair<std::string, std::string>>{
+           {Pickle().op(0x8f).bytes(), "opcode 0x8f is not accepted"},            // EMPTY_SET
+           {Pickle().op(0x95).raw(std::string(8, '\0')).bytes(), "opcode 0x95"},  // FRAME
+           {Pickle().op(0x8c).op(1).raw("x").bytes(), "opcode 0x8c"},  // SHORT_BINUNICODE
+           {Pickle().op('B').raw(std::string(4, '\0')).bytes(), "opcode 0x42 ('B')"},  // BINBYTES
+           {Pickle().op('C').op(0).bytes(), "opcode 0x43 ('C')"},                // SHORT_BINBYTES
+           {Pickle().op('i').raw("os\nsystem\n").bytes(), "opcode 0x69 ('i')"},  // INST
+           {Pickle().mark().op('o').bytes(), "opcode 0x6f ('o')"},               // OBJ
+           {Pickle().op('d').bytes(), "opcode 0x64 ('d')"},                      // DICT
+       }) {
+    SCOPED_TRACE(fragment);
+    expect_refused(module_with(Pickle().str("x").raw(bytes).bytes()), {fragment});
   }
   expect_refused(Pickle().op(0x80).op(4).bytes(), {"pickle protocol 4; only 2 is accepted"});
   expect_refused(Pickle().proto().proto().bytes(), {"PROTO must be the first opcode"});
@@ -339,7 +581,14 @@ TEST(PickleReader, DeepNestingIsRefusedWithoutRecursion) {
                  {"more than 32 MARKs open"});
   expect_refused(Pickle().proto().op(')').raw(std::string(kLevels, '\x85')).bytes(),
                  {"nested more than 32 levels"});
-  expect_refused(Pickle().proto().raw(std::string(kLevels, ']')).bytes(), {"opcode 0x5d"});
+  Pickle lists;  // each list holds the one before: L[k + 1] = [L[k]]
+  lists.proto().op(']').put(0);
+  for (int i = 0; i < kLevels; ++i) lists.op(']').get(0).op('a').put(0);
+  expect_refused(lists.bytes(), {"nested more than 32 levels"});
+  Pickle appended;  // one list appended to itself, again and again
+  appended.proto().op(']').put(0);
+  for (int i = 0; i < kLevels; ++i) appended.get(0).op('a');
+  expect_refused(appended.bytes(), {"nested more than 32 levels"});
   Pickle dicts;
   dicts.proto().op('}').op('q').op(0);
   for (int i = 0; i < kLevels; ++i) dicts.str("k").op('h').op(0).op('s');  // d['k'] = d
@@ -529,31 +778,622 @@ TEST(PickleReader, TensorArgumentsAndPersistentIdsAreChecked) {
       {"size must be an int, got a bool"});
 }
 
-TEST(PickleReader, TheResultMustBeAModuleOrADictOfPlainValues) {
+TEST(PickleReader, TheResultMustBeAContainerOfPlainValues) {
   expect_refused(Pickle().proto().int1(1).op('.').bytes(),
-                 {"the pickle holds the int 1, not a module"});
+                 {"the pickle holds the int 1, not a module object, a dict or a list"});
+  expect_refused(Pickle().proto().str("x").op('.').bytes(), {"the pickle holds a string"});
   expect_refused(Pickle().proto().global("__torch__", "M").op(')').op(0x81).op('.').bytes(),
-                 {"the module object has no state (no BUILD)"});
+                 {"byte 16: a module object has no state (no BUILD)"});
+  expect_refused(
+      module_with(Pickle().str("sub").global("__torch__", "Sub").op(')').op(0x81).bytes()),
+      {"a module object has no state (no BUILD)"});
   expect_refused(module_with(Pickle().int1(1).int1(2).bytes()),
                  {"an attribute name must be a string, got the int 1"});
   expect_refused(module_with(Pickle().str("a").int1(1).str("a").int1(2).bytes()),
-                 {"the attribute 'a' appears twice"});
-  expect_refused(module_with(Pickle().str("t").op(')').bytes()),
-                 {"the attribute 't' holds a tuple of 0"});
-  expect_refused(module_with(Pickle().str("d").op('}').bytes()),
-                 {"the attribute 'd' holds a dict"});
-  expect_refused(
-      module_with(
-          Pickle().str("sub").global("__torch__", "Sub").op(')').op(0x81).op('}').op('b').bytes()),
-      {"the attribute 'sub' holds a module object"});
+                 {"the key 'a' appears twice"});
+  // Containers are flattened (see FlattensModulesDictsListsAndTuples); empty ones add nothing.
+  EXPECT_EQ(lines(parse(module_with(Pickle()
+                                        .str("t")
+                                        .op(')')
+                                        .str("d")
+                                        .op('}')
+                                        .str("l")
+                                        .op(']')
+                                        .str("sub")
+                                        .begin_object("Sub")
+                                        .end_object()
+                                        .str("n")
+                                        .int1(1)
+                                        .bytes()))),
+            (std::vector<std::string>{"n = 1 [m]"}));
+  // Leaves that are no value: a global, a storage, whatever a typed list or tag hands on.
+  const std::string storage = Pickle()
+                                  .mark()
+                                  .str("storage")
+                                  .global("torch", "FloatStorage")
+                                  .str("0")
+                                  .str("cpu")
+                                  .int1(1)
+                                  .tuple()
+                                  .op('Q')
+                                  .bytes();
+  expect_refused(module_with(Pickle().str("g").global("torch", "FloatStorage").bytes()),
+                 {"the key 'g' holds the global 'torch.FloatStorage', which a weights entry "
+                  "cannot be"});
+  expect_refused(module_with(Pickle().str("g").global("__torch__", "C").bytes()),
+                 {"the key 'g' holds the global '__torch__.C'"});
+  expect_refused(module_with(Pickle().str("s").raw(storage).bytes()),
+                 {"the key 's' holds a storage"});
+  expect_refused(module_with(Pickle()
+                                 .str("l")
+                                 .begin_typed_list("build_tensorlist")
+                                 .raw(storage)
+                                 .end_typed_list()
+                                 .bytes()),
+                 {"the key 'l/0' holds a storage"});
+  expect_refused(module_with(Pickle()
+                                 .str("t")
+                                 .global("torch.jit._pickle", "restore_type_tag")
+                                 .global("torch", "FloatStorage")
+                                 .str("int")
+                                 .op(0x86)
+                                 .op('R')
+                                 .bytes()),
+                 {"the key 't' holds the global 'torch.FloatStorage'"});
   expect_refused(Pickle().begin_module().op('u').op('b').op('}').op('b').op('.').bytes(),
                  {"BUILD of a module object that was built already"});
   expect_refused(
       Pickle().proto().global("__torch__", "M").op(')').op(0x81).op(')').op('b').op('.').bytes(),
       {"BUILD's state must be a dict, got a tuple of 0"});
   expect_refused(Pickle().proto().int1(1).op('}').op('b').op('.').bytes(), {"BUILD of the int 1"});
+  expect_refused(Pickle().proto().op(']').op('}').op('b').op('.').bytes(), {"BUILD of a list"});
   // A name's unprintable bytes are escaped in messages.
-  expect_refused(module_with(Pickle().str("a\n\"").op(')').bytes()), {"'a\\x0a\"' holds"});
+  expect_refused(module_with(Pickle().str("a\n\"").global("torch", "FloatStorage").bytes()),
+                 {"'a\\x0a\"' holds"});
+}
+
+TEST(PickleReader, DictKeysMustBeStringsOrInts) {
+  // Floats, tuples, None and bools are keys Python allows and no state dict has.
+  const std::vector<std::pair<std::string, std::string>> keys = {
+      {Pickle().real(0.5).bytes(), "got a float"},
+      {Pickle().op(')').bytes(), "got a tuple of 0"},
+      {Pickle().int1(1).op(0x85).bytes(), "got a tuple of 1"},
+      {Pickle().op('N').bytes(), "got None"},
+      {Pickle().op(0x88).bytes(), "got a bool"},
+      {Pickle().tensor("0", "FloatStorage", 1, 0, {}, {}).bytes(), "got a tensor"},
+  };
+  for (const auto& [key, fragment] : keys) {
+    SCOPED_TRACE(fragment);
+    expect_refused(
+        Pickle().proto().begin_dict().str("ok").int1(1).raw(key).int1(2).end_dict().op('.').bytes(),
+        {"a dict key must be a string or an int, " + fragment});
+    // Below a module object too.
+    expect_refused(module_with(Pickle().str("d").begin_dict().raw(key).int1(2).end_dict().bytes()),
+                   {"a dict key must be a string or an int, " + fragment});
+  }
+}
+
+// ---- flattening ----
+
+TEST(PickleReader, FlattensModulesDictsListsAndTuples) {
+  // Root module object: '.' below module objects, '/' below dicts, lists and tuples; int keys
+  // in decimal; a module attribute only along module objects.
+  const std::string root_module = Pickle()
+                                      .begin_module()
+                                      .str("w")
+                                      .tensor("0", "FloatStorage", 6, 0, {2, 3}, {3, 1})
+                                      .str("sub")
+                                      .begin_object("Sub")
+                                      .str("b")
+                                      .int1(1)
+                                      .str("inner")
+                                      .begin_object("Inner")
+                                      .str("c")
+                                      .op('N')
+                                      .end_object()
+                                      .end_object()
+                                      .str("d")
+                                      .begin_dict()
+                                      .str("k")
+                                      .int1(2)
+                                      .integer(7)
+                                      .str("seven")
+                                      .integer(-3)
+                                      .op('N')
+                                      .long1(int64_t{1} << 40)
+                                      .op(0x89)
+                                      .str("l")
+                                      .begin_list()
+                                      .int1(3)
+                                      .begin_list()
+                                      .real(0.5)
+                                      .op(0x88)
+                                      .end_list()
+                                      .end_list()
+                                      .str("m")
+                                      .begin_object("Mod")
+                                      .str("x")
+                                      .int1(5)
+                                      .end_object()
+                                      .str("e")
+                                      .op('}')
+                                      .end_dict()
+                                      .str("t")
+                                      .int1(8)
+                                      .int1(9)
+                                      .op(0x85)
+                                      .op(0x86)
+                                      .str("mods")
+                                      .op(']')
+                                      .begin_object("Item")
+                                      .str("w")
+                                      .int1(6)
+                                      .end_object()
+                                      .op('a')
+                                      .str("flag")
+                                      .op(0x89)
+                                      .end_module()
+                                      .bytes();
+  const PickleContents module = contents(root_module);
+  EXPECT_TRUE(module.module);
+  EXPECT_EQ(lines(module.attributes), (std::vector<std::string>{
+                                          "w = FloatStorage(2, 3) [m]",
+                                          "sub.b = 1 [m]",
+                                          "sub.inner.c = None [m]",
+                                          "d/k = 2",
+                                          "d/7 = 'seven'",
+                                          "d/-3 = None",
+                                          "d/1099511627776 = false",
+                                          "d/l/0 = 3",
+                                          "d/l/1/0 = 0.5",
+                                          "d/l/1/1 = true",
+                                          "d/m.x = 5",
+                                          "t/0 = 8",
+                                          "t/1/0 = 9",
+                                          "mods/0.w = 6",
+                                          "flag = false [m]",
+                                      }));
+
+  // Root dict (torch.save): no module attributes, even below a module object.
+  const PickleContents dict = contents(Pickle()
+                                           .proto()
+                                           .begin_dict()
+                                           .str("model")
+                                           .begin_object("M")
+                                           .str("w")
+                                           .int1(1)
+                                           .str("sub")
+                                           .begin_object("S")
+                                           .str("v")
+                                           .int1(2)
+                                           .end_object()
+                                           .end_object()
+                                           .str("epoch")
+                                           .int1(3)
+                                           .integer(0)
+                                           .begin_dict()
+                                           .str("step")
+                                           .int1(4)
+                                           .end_dict()
+                                           .end_dict()
+                                           .op('.')
+                                           .bytes());
+  EXPECT_FALSE(dict.module);
+  EXPECT_EQ(lines(dict.attributes), (std::vector<std::string>{"model.w = 1", "model.sub.v = 2",
+                                                              "epoch = 3", "0/step = 4"}));
+
+  // Root list and root tuple.
+  const PickleContents list = contents(Pickle()
+                                           .proto()
+                                           .begin_list()
+                                           .int1(1)
+                                           .begin_dict()
+                                           .str("a")
+                                           .begin_list()
+                                           .int1(2)
+                                           .end_list()
+                                           .end_dict()
+                                           .op(')')
+                                           .str("s")
+                                           .end_list()
+                                           .op('.')
+                                           .bytes());
+  EXPECT_FALSE(list.module);
+  EXPECT_EQ(lines(list.attributes), (std::vector<std::string>{"0 = 1", "1/a/0 = 2", "3 = 's'"}));
+  // LIST (items under a MARK) as well as EMPTY_LIST with APPENDS.
+  EXPECT_EQ(
+      lines(contents(Pickle().proto().mark().int1(1).int1(2).op('l').op('.').bytes()).attributes),
+      (std::vector<std::string>{"0 = 1", "1 = 2"}));
+  EXPECT_EQ(lines(contents(Pickle().proto().int1(1).op(0x85).op('.').bytes()).attributes),
+            (std::vector<std::string>{"0 = 1"}));
+  // Empty roots hold nothing.
+  EXPECT_TRUE(contents(Pickle().proto().op('}').op('.').bytes()).attributes.empty());
+  EXPECT_TRUE(contents(Pickle().proto().op(']').op('.').bytes()).attributes.empty());
+  const PickleContents empty_module = contents(Pickle().begin_module().end_module().bytes());
+  EXPECT_TRUE(empty_module.module);
+  EXPECT_TRUE(empty_module.attributes.empty());
+  // APPEND and APPENDS need a list below.
+  expect_refused(Pickle().proto().op('}').int1(1).op('a').op('.').bytes(),
+                 {"APPEND needs a list below its values, got a dict"});
+  expect_refused(Pickle().proto().op(')').mark().int1(1).op('e').op('.').bytes(),
+                 {"APPENDS needs a list below its values, got a tuple of 0"});
+  expect_refused(Pickle().proto().op(']').op('a').op('.').bytes(), {"stack underflow"});
+}
+
+TEST(PickleReader, APathMayAppearOnlyOnce) {
+  // A key holding the separator against the nesting it spells; a string key against an int.
+  expect_refused(Pickle()
+                     .proto()
+                     .begin_dict()
+                     .str("a/b")
+                     .int1(1)
+                     .str("a")
+                     .begin_dict()
+                     .str("b")
+                     .int1(2)
+                     .end_dict()
+                     .end_dict()
+                     .op('.')
+                     .bytes(),
+                 {"the key 'a/b' appears twice"});
+  expect_refused(
+      Pickle().proto().begin_dict().str("1").int1(1).int1(1).int1(2).end_dict().op('.').bytes(),
+      {"the key '1' appears twice"});
+  expect_refused(module_with(Pickle()
+                                 .str("sub.w")
+                                 .int1(1)
+                                 .str("sub")
+                                 .begin_object("Sub")
+                                 .str("w")
+                                 .int1(2)
+                                 .end_object()
+                                 .bytes()),
+                 {"the key 'sub.w' appears twice"});
+  expect_refused(Pickle()
+                     .proto()
+                     .begin_dict()
+                     .str("l/0")
+                     .int1(1)
+                     .str("l")
+                     .begin_list()
+                     .int1(2)
+                     .end_list()
+                     .end_dict()
+                     .op('.')
+                     .bytes(),
+                 {"the key 'l/0' appears twice"});
+  // One key twice in a dict (Python would keep the last).
+  expect_refused(
+      Pickle().proto().begin_dict().str("a").int1(1).str("a").int1(2).end_dict().op('.').bytes(),
+      {"the key 'a' appears twice"});
+  // The same value under two paths is two entries.
+  EXPECT_EQ(lines(parse(Pickle()
+                            .proto()
+                            .begin_dict()
+                            .str("a")
+                            .tensor("0", "FloatStorage", 2, 0, {2}, {1})
+                            .put(0)
+                            .str("b")
+                            .get(0)
+                            .end_dict()
+                            .op('.')
+                            .bytes())),
+            (std::vector<std::string>{"a = FloatStorage(2)", "b = FloatStorage(2)"}));
+}
+
+TEST(PickleReader, ReadsListsAndTypedLists) {
+  // torch.jit._pickle's builders and type tags, as TorchScript writes lists and dicts.
+  const PickleContents typed = contents(Pickle()
+                                            .begin_module()
+                                            .str("ints")
+                                            .begin_typed_list("build_intlist")
+                                            .int1(1)
+                                            .integer(-2)
+                                            .end_typed_list()
+                                            .str("reals")
+                                            .begin_typed_list("build_doublelist")
+                                            .real(0.25)
+                                            .end_typed_list()
+                                            .str("flags")
+                                            .begin_typed_list("build_boollist")
+                                            .op(0x88)
+                                            .op(0x89)
+                                            .end_typed_list()
+                                            .str("tensors")
+                                            .begin_typed_list("build_tensorlist")
+                                            .tensor("0", "FloatStorage", 2, 0, {2}, {1})
+                                            .end_typed_list()
+                                            .str("empty")
+                                            .begin_typed_list("build_intlist")
+                                            .end_typed_list()
+                                            .str("names")
+                                            .global("torch.jit._pickle", "restore_type_tag")
+                                            .begin_list()
+                                            .str("a")
+                                            .str("b")
+                                            .end_list()
+                                            .str("List[str]")
+                                            .op(0x86)
+                                            .op('R')
+                                            .str("map")
+                                            .global("torch.jit._pickle", "restore_type_tag")
+                                            .begin_dict()
+                                            .str("k")
+                                            .int1(1)
+                                            .end_dict()
+                                            .str("Dict[str, int]")
+                                            .op(0x86)
+                                            .op('R')
+                                            .str("n")
+                                            .global("torch.jit._pickle", "restore_type_tag")
+                                            .int1(5)
+                                            .str("int")
+                                            .op(0x86)
+                                            .op('R')
+                                            .end_module()
+                                            .bytes());
+  EXPECT_EQ(
+      lines(typed.attributes),
+      (std::vector<std::string>{"ints/0 = 1", "ints/1 = -2", "reals/0 = 0.25", "flags/0 = true",
+                                "flags/1 = false", "tensors/0 = FloatStorage(2)", "names/0 = 'a'",
+                                "names/1 = 'b'", "map/k = 1", "n = 5 [m]"}));
+
+  const auto call = [](const std::string& name, const std::string& args) {
+    return module_with(
+        Pickle().str("x").global("torch.jit._pickle", name).raw(args).op('R').bytes());
+  };
+  expect_refused(call("build_intlist", Pickle().op(')').bytes()),
+                 {"a typed list's arguments must be a tuple of 1, got a tuple of 0"});
+  expect_refused(call("build_intlist", Pickle().op(']').op(']').op(0x86).bytes()),
+                 {"a typed list's arguments must be a tuple of 1, got a tuple of 2"});
+  expect_refused(call("build_intlist", Pickle().op(']').bytes()),
+                 {"a typed list's arguments must be a tuple of 1, got a list of 0"});
+  expect_refused(call("build_doublelist", Pickle().int1(1).op(0x85).bytes()),
+                 {"a typed list", "got the int 1"});
+  expect_refused(call("build_boollist", Pickle().op(')').op(0x85).bytes()),
+                 {"a typed list", "got a tuple of 0"});
+  expect_refused(call("build_tensorlist", Pickle().op('}').op(0x85).bytes()),
+                 {"a typed list", "got a dict"});
+  expect_refused(call("restore_type_tag", Pickle().op(']').op(0x85).bytes()),
+                 {"restore_type_tag's arguments must be a tuple of 2, got a tuple of 1"});
+  expect_refused(call("restore_type_tag", Pickle().op(']').int1(3).op(0x86).bytes()),
+                 {"a type tag must be a string, got the int 3"});
+  expect_refused(call("restore_type_tag", Pickle().op(']').op('N').op(0x86).bytes()),
+                 {"a type tag must be a string, got None"});
+  expect_refused(call("restore_type_tag", Pickle().op(']').str("t").op(']').op(0x87).bytes()),
+                 {"restore_type_tag's arguments must be a tuple of 2, got a tuple of 3"});
+  // Only called by REDUCE.
+  expect_refused(
+      module_with(
+          Pickle().str("x").global("torch.jit._pickle", "build_intlist").op(')').op(0x81).bytes()),
+      {"NEWOBJ may build only a __torch__ class"});
+  expect_refused(
+      module_with(Pickle().str("x").global("torch.jit._pickle", "restore_type_tag").bytes()),
+      {"the key 'x' holds the global 'torch.jit._pickle.restore_type_tag'"});
+}
+
+TEST(PickleReader, RebuildParameterIsTheTensorItWraps) {
+  const auto attributes = parse(Pickle()
+                                    .proto()
+                                    .begin_dict()
+                                    .str("weight")
+                                    .parameter("0", 6, {2, 3}, {3, 1})
+                                    .str("bias")
+                                    .parameter("1", 2, {2}, {1})
+                                    .end_dict()
+                                    .op('.')
+                                    .bytes());
+  EXPECT_EQ(lines(attributes),
+            (std::vector<std::string>{"weight = FloatStorage(2, 3)", "bias = FloatStorage(2)"}));
+  EXPECT_EQ(attributes[0].value.tensor.storage_key, "0");
+  EXPECT_EQ(attributes[0].value.tensor.storage_numel, 6u);
+  EXPECT_EQ(attributes[0].value.tensor.strides, (std::vector<int64_t>{3, 1}));
+
+  const std::string tensor = Pickle().tensor("0", "FloatStorage", 1, 0, {}, {}).bytes();
+  const std::string hooks = Pickle().global("collections", "OrderedDict").op(')').op('R').bytes();
+  const auto call = [](const std::string& args) {
+    return module_with(
+        Pickle().str("p").global("torch._utils", "_rebuild_parameter").raw(args).op('R').bytes());
+  };
+  EXPECT_EQ(parse(call(Pickle().raw(tensor).op(0x89).raw(hooks).op(0x87).bytes())).size(), 1u);
+  expect_refused(call(Pickle().int1(1).op(0x88).raw(hooks).op(0x87).bytes()),
+                 {"a parameter must wrap a tensor, got the int 1"});
+  expect_refused(call(Pickle().op('}').op(0x88).raw(hooks).op(0x87).bytes()),
+                 {"a parameter must wrap a tensor, got a dict"});
+  expect_refused(call(Pickle().raw(tensor).int1(1).raw(hooks).op(0x87).bytes()),
+                 {"a parameter's requires_grad must be a bool, got the int 1"});
+  expect_refused(call(Pickle()
+                          .raw(tensor)
+                          .op(0x88)
+                          .begin_dict()
+                          .str("hook")
+                          .op('N')
+                          .end_dict()
+                          .op(0x87)
+                          .bytes()),
+                 {"a parameter's backward hooks must be an empty dict, got a dict"});
+  expect_refused(call(Pickle().raw(tensor).op(0x88).op(0x86).bytes()),
+                 {"_rebuild_parameter's arguments must be a tuple of 3, got a tuple of 2"});
+  expect_refused(call(Pickle().raw(tensor).op(0x85).bytes()),
+                 {"_rebuild_parameter's arguments must be a tuple of 3, got a tuple of 1"});
+}
+
+TEST(PickleReader, RebuildTensorTakesADictOfAttributesAsSeventhArgument) {
+  // PyTorch 2's torch.save passes the tensor's Python attributes (usually an empty dict).
+  const auto with = [](const std::string& seventh) {
+    return module_with(
+        Pickle().str("w").tensor("0", "FloatStorage", 6, 1, {5}, {1}, seventh).bytes());
+  };
+  for (const std::string& seventh :
+       {Pickle().op('}').bytes(), Pickle().begin_dict().str("name").str("x").end_dict().bytes(),
+        Pickle().global("collections", "OrderedDict").op(')').op('R').bytes()}) {
+    const auto attributes = parse(with(seventh));
+    ASSERT_EQ(attributes.size(), 1u);
+    EXPECT_EQ(lines(attributes), (std::vector<std::string>{"w = FloatStorage(5) [m]"}));
+    EXPECT_EQ(attributes[0].value.tensor.offset, 1);
+  }
+  expect_refused(with(Pickle().op('N').bytes()), {"a tensor's metadata must be a dict, got None"});
+  expect_refused(with(Pickle().op(']').bytes()),
+                 {"a tensor's metadata must be a dict, got a list of 0"});
+  expect_refused(with(Pickle().op('}').op('}').bytes()),
+                 {"_rebuild_tensor_v2's arguments must be a tuple of 6, got a tuple of 8"});
+  // Its bounds are checked as with six.
+  expect_refused(
+      module_with(Pickle().str("w").tensor("0", "FloatStorage", 6, 2, {5}, {1}, "}").bytes()),
+      {"addresses elements outside its storage '0' of 6 elements"});
+}
+
+// ---- bounds against memo references ----
+
+// How long `body` takes, in seconds.
+template <typename F>
+double seconds(F&& body) {
+  const auto start = std::chrono::steady_clock::now();
+  body();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+TEST(PickleReader, ContainersThatHoldThemselvesAreRefused) {
+  const std::vector<std::pair<std::string, std::string>> cycles = {
+      // d = {}; d['a'] = d
+      {"dict", Pickle().proto().op('}').put(0).str("a").get(0).op('s').op('.').bytes()},
+      // l = []; l.append(l)
+      {"list", Pickle().proto().op(']').put(0).get(0).op('a').op('.').bytes()},
+      // a = {}; b = {'a': a}; a['b'] = b
+      {"two dicts", Pickle()
+                        .proto()
+                        .op('}')
+                        .put(0)
+                        .str("b")
+                        .op('}')
+                        .str("a")
+                        .get(0)
+                        .op('s')
+                        .op('s')
+                        .op('.')
+                        .bytes()},
+      // m.self = m
+      {"module object", Pickle()
+                            .proto()
+                            .global("__torch__", "M")
+                            .op(')')
+                            .op(0x81)
+                            .put(0)
+                            .op('}')
+                            .str("self")
+                            .get(0)
+                            .op('s')
+                            .op('b')
+                            .op('.')
+                            .bytes()},
+      // a typed list holding its own list
+      {"typed list", Pickle()
+                         .proto()
+                         .op(']')
+                         .put(0)
+                         .global("torch.jit._pickle", "build_intlist")
+                         .get(0)
+                         .op(0x85)
+                         .op('R')
+                         .op('a')
+                         .op('.')
+                         .bytes()},
+  };
+  for (const auto& [what, bytes] : cycles) {
+    SCOPED_TRACE(what);
+    const double took = seconds([&] {
+      expect_refused(bytes, {"nested more than 32 levels deep", "holds itself"});
+    });
+    EXPECT_LT(took, 5.0);
+  }
+}
+
+TEST(PickleReader, NestingIsBoundedWhenTheResultIsFlattened) {
+  // Lists filled after they were appended: the nesting grows after the reader saw each
+  // APPEND, so only the flattening can count it. A root tuple holds L[0], ..., L[n - 1] with
+  // L[k] = [L[k + 1]] and L[n - 1] = [1].
+  const auto chain = [](int n) {
+    Pickle pickle;
+    pickle.proto().mark().op(']').put(0);
+    for (int k = 1; k < n; ++k) pickle.op(']').put(1).op('a').get(1);  // L[k-1].append(L[k])
+    pickle.int1(1).op('a');
+    return pickle.tuple().op('.').bytes();
+  };
+  // The root tuple and 31 lists: 32 levels of containers.
+  const auto ok = parse(chain(31));
+  ASSERT_EQ(ok.size(), 31u);
+  std::string deepest = "0";
+  for (int k = 0; k < 31; ++k) deepest += "/0";
+  EXPECT_EQ(ok.front().name, deepest);
+  EXPECT_EQ(ok.back().name, "30/0");
+  expect_refused(chain(32), {"nested more than 32 levels deep"});
+  expect_refused(chain(1000), {"nested more than 32 levels deep"});
+}
+
+// An exponential DAG: L[0] = `leaves`, L[k] = [L[k - 1], L[k - 1]] for k <= levels; 2^levels
+// paths to L[0], from a few hundred bytes. The value's opcodes, using memo indices 0..levels.
+std::string doubling_value(int levels, const std::string& leaves) {
+  Pickle pickle;
+  for (int k = levels; k > 0; --k) pickle.op(']');  // L[levels], ..., L[1] on the stack
+  pickle.raw(leaves).put(0);
+  for (int k = 1; k <= levels; ++k) {
+    // L[k] = [L[k-1], L[k-1]]; memo k is L[k] (memo indices are assigned in order).
+    pickle.op('a').get(static_cast<uint8_t>(k - 1)).op('a').put(static_cast<uint8_t>(k));
+  }
+  return pickle.bytes();
+}
+
+// The pickle of that DAG alone.
+std::string doubling(int levels, const std::string& leaves) {
+  return Pickle().proto().raw(doubling_value(levels, leaves)).op('.').bytes();
+}
+
+TEST(PickleReader, RepeatedReferencesAreBoundedByTheValuesVisited) {
+  // Small enough to read: 2^5 copies of [1, 2].
+  const std::string two = Pickle().begin_list().int1(1).int1(2).end_list().bytes();
+  const auto small = parse(doubling(5, two));
+  ASSERT_EQ(small.size(), 64u);
+  EXPECT_EQ(small.front().name, "0/0/0/0/0/0");
+  EXPECT_EQ(small.back().name, "1/1/1/1/1/1");
+  // 2^30 empty lists at the bottom (2^31 - 1 values): the keys of their paths stop it (the
+  // values counted stop shorter paths: zip_limits_test.cpp's PickleMemory).
+  double took = seconds([&] {
+    expect_refused(doubling(30, Pickle().op(']').bytes()),
+                   {"keys of more than 67108864 bytes in all"});
+  });
+  EXPECT_LT(took, 30.0);
+  // 2^30 tensors of 64 dimensions: their dimensions in all stop it.
+  took = seconds([&] {
+    expect_refused(doubling(30, Pickle()
+                                    .begin_list()
+                                    .tensor("0", "FloatStorage", 1, 0, std::vector<int64_t>(64, 1),
+                                            std::vector<int64_t>(64, 0))
+                                    .end_list()
+                                    .bytes()),
+                   {"tensors of more than 4194304 dimensions in all (repeated references)"});
+  });
+  EXPECT_LT(took, 30.0);
+}
+
+TEST(PickleReader, KeysAreBounded) {
+  const auto dict_of = [](const std::string& key, const std::string& value) {
+    return Pickle().proto().begin_dict().str(key).raw(value).end_dict().op('.').bytes();
+  };
+  const std::string longest(kMaxKeyBytes, 'k');
+  const auto ok = parse(dict_of(longest, Pickle().int1(1).bytes()));
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_EQ(ok[0].name, longest);
+  expect_refused(dict_of(longest + "k", Pickle().int1(1).bytes()),
+                 {"a key of more than 65536 bytes"});
+  expect_refused(module_with(Pickle().str(longest + "k").int1(1).bytes()),
+                 {"a key of more than 65536 bytes"});
+  // Components within the bound, the path beyond it: "<half>/<half>".
+  const std::string half(kMaxKeyBytes / 2, 'h');
+  expect_refused(dict_of(half, Pickle().begin_dict().str(half).int1(1).end_dict().bytes()),
+                 {"a key of more than 65536 bytes"});
+  // A long key above repeated references: the bytes of all keys are bounded too.
+  expect_refused(dict_of(std::string(60000, 'k'), doubling_value(20, Pickle().op(']').bytes())),
+                 {"keys of more than 67108864 bytes in all"});
 }
 
 TEST(PickleReader, ValueCountIsBounded) {
@@ -720,6 +1560,94 @@ TEST(TorchArchiveLayout, KeysAreDecodedUnlessTheFormatVersionIsOne) {
   const ZipReader reader(dir / "clash.pt");
   EXPECT_THROW_WITH(read_torch_archive(reader, "tth/format_version"), FormatError,
                     "two entries decode to the key 'xA'");
+}
+
+TEST(TorchArchiveLayout, OnlyALittleEndianByteOrderIsRead) {
+  TempDir dir;
+  const std::string pickle = Pickle()
+                                 .begin_module()
+                                 .str("w")
+                                 .tensor("0", "FloatStorage", 2, 0, {2}, {1})
+                                 .str("n")
+                                 .op('N')
+                                 .end_module()
+                                 .bytes();
+  const auto archive = [&](const std::string& name, const std::string& order) {
+    write_zip(dir / name, {{"archive/data.pkl", pickle},
+                           {"archive/byteorder", order},
+                           {"archive/data/0", std::string(8, 'x')}});
+    return dir / name;
+  };
+  // PyTorch 2 writes "little"; LibTorch 1.13 and torch_savefun write no byteorder member.
+  const ZipReader little(archive("little.pt", "little"));
+  const TorchArchiveLayout layout = read_torch_archive(little, "tth/format_version");
+  EXPECT_TRUE(layout.module);
+  EXPECT_EQ(lines(layout), (std::vector<std::string>{"w = FloatStorage(2) [m]", "n = None [m]"}));
+  for (const auto& [name, order, fragment] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"big.pt", "big", "member 'archive/byteorder' says 'big': only little-endian"},
+           {"empty.pt", "", "member 'archive/byteorder' says ''"},
+           {"newline.pt", "little\n", "member 'archive/byteorder' says 'little\\x0a'"},
+           {"long.pt", std::string(17, 'l'), "member 'archive/byteorder' declares 17 bytes"}}) {
+    SCOPED_TRACE(name);
+    const ZipReader reader(archive(name, order));
+    EXPECT_THROW_WITH(read_torch_archive(reader, "tth/format_version"), FormatError,
+                      "file '" + (dir / name) + "': " + fragment);
+  }
+}
+
+TEST(TorchArchiveLayout, ListsNestedEntriesWithTheirStorages) {
+  // A torch.save-like checkpoint: the module flag, flattened keys and shared storages.
+  TempDir dir;
+  const std::string pickle = Pickle()
+                                 .proto()
+                                 .begin_dict()
+                                 .str("model")
+                                 .begin_dict()
+                                 .str("weight")
+                                 .parameter("0", 4, {2, 2}, {2, 1})
+                                 .end_dict()
+                                 .str("state")
+                                 .begin_dict()
+                                 .integer(0)
+                                 .begin_dict()
+                                 .str("exp_avg")
+                                 .tensor("1", "FloatStorage", 4, 0, {2, 2}, {2, 1})
+                                 .str("step")
+                                 .real(1.0)
+                                 .end_dict()
+                                 .end_dict()
+                                 .str("params")
+                                 .begin_list()
+                                 .int1(0)
+                                 .end_list()
+                                 .str("foreach")
+                                 .op('N')
+                                 .end_dict()
+                                 .op('.')
+                                 .bytes();
+  write_zip(dir / "ckpt.pt", {{"archive/data.pkl", pickle},
+                              {"archive/data/0", std::string(16, 'a')},
+                              {"archive/data/1", std::string(16, 'b')}});
+  const ZipReader reader(dir / "ckpt.pt");
+  const TorchArchiveLayout layout = read_torch_archive(reader, "tth/format_version");
+  EXPECT_FALSE(layout.module);
+  EXPECT_EQ(lines(layout), (std::vector<std::string>{
+                               "model/weight = FloatStorage(2, 2)",
+                               "state/0/exp_avg = FloatStorage(2, 2)",
+                               "state/0/step = 1.0",
+                               "params/0 = 0",
+                               "foreach = None",
+                           }));
+  ASSERT_EQ(layout.storages.size(), 2u);
+  EXPECT_EQ(layout.storages[layout.entries[0].storage].key, "0");
+  EXPECT_EQ(layout.storages[layout.entries[1].storage].key, "1");
+  // Storages are checked below any nesting.
+  write_zip(dir / "short.pt",
+            {{"archive/data.pkl", pickle}, {"archive/data/0", std::string(16, 'a')}});
+  const ZipReader short_reader(dir / "short.pt");
+  EXPECT_THROW_WITH(read_torch_archive(short_reader, "tth/format_version"), FormatError,
+                    "key 'state/0/exp_avg': its storage member 'archive/data/1' is missing");
 }
 
 }  // namespace

@@ -569,7 +569,8 @@ TEST(Tool, InspectListsKeysAndVerifyNamesTheFirstProblem) {
   setup.step();
   const auto inspect = run_command(std::string(TTH_TOOL) + " inspect " + shell_quote(dir / "s"));
   EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
-  EXPECT_THAT(inspect.output, ::testing::HasSubstr("format: LibTorch archive"));
+  EXPECT_THAT(inspect.output,
+              ::testing::HasSubstr("format: TorchTrainerHook snapshot (LibTorch archive)\n"));
   EXPECT_THAT(inspect.output,
               ::testing::HasSubstr(fmt::format("version: {}", kSnapshotFormatVersion)));
   EXPECT_THAT(inspect.output, ::testing::HasSubstr("iteration: 1"));
@@ -581,7 +582,9 @@ TEST(Tool, InspectListsKeysAndVerifyNamesTheFirstProblem) {
   const auto verify = run_command(std::string(TTH_TOOL) + " verify " + shell_quote(dir / "s") +
                                   " " + shell_quote(dir / "bad"));
   EXPECT_EQ(verify.exit_code, 1) << verify.output;
-  EXPECT_THAT(verify.output, ::testing::HasSubstr("ok " + (dir / "s")));
+  EXPECT_THAT(verify.output,
+              ::testing::HasSubstr("ok " + (dir / "s") +
+                                   " (TorchTrainerHook snapshot (LibTorch archive))"));
   EXPECT_THAT(verify.output, ::testing::HasSubstr("FAILED " + (dir / "bad")));
   EXPECT_EQ(run_command(std::string(TTH_TOOL) + " frobnicate x").exit_code, 2);
 }

@@ -508,7 +508,8 @@ cases = {
     'not_a_module': {'data.pkl': b'\x80\x02K\x01.'},
     'duplicate_key': {'data.pkl': patch((next_key, uni('models/main/0.weight')))},
     'decoded_duplicate_key': {'data.pkl': patch((next_key, uni('models%2Fmain%2F0.weight')))},
-    'attribute_tuple': {'data.pkl': module_open + uni('w') + b')' + module_close},
+    'attribute_global': {'data.pkl': module_open + uni('w') + b'ctorch\nFloatStorage\n' +
+                         module_close},
     'no_data_pkl': {'data.pkl': None, 'data.pickle': pkl},
     'two_data_pkl': {'../other/data.pkl': pkl},
     'empty_data_pkl': {'data.pkl': b''},

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "container/endian.h"
+#include "container/pickle.h"
 #include "container/zip_format.h"
 #include "container/zip_reader.h"
 #include "test_util.h"
@@ -22,6 +23,8 @@
 
 namespace tth::container {
 namespace {
+
+using namespace std::string_literals;
 
 using test::Bytes;
 using test::python;
@@ -162,6 +165,67 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
                                         "directory says " +
                                         std::to_string(most)));
   }
+}
+
+// ---- the pickle reader: memory bounded by the limits, not by what references multiply ----
+
+// Pickles whose values reference one value millions of times: a few MB that a reader which
+// copied per reference would turn into gigabytes.
+constexpr uint64_t kPickleMemoryLimit = 600 * kMiB;
+
+std::string repeated(std::size_t count, const std::string& reference) {
+  std::string out;
+  out.reserve(count * reference.size());
+  for (std::size_t i = 0; i < count; ++i) out += reference;
+  return out;
+}
+
+void expect_refused_within_memory(const std::string& pickle, const std::string& problem) {
+  const uint64_t growth = peak_growth([&] {
+    try {
+      parse_pickle(reinterpret_cast<const uint8_t*>(pickle.data()), pickle.size(), "probe");
+      ADD_FAILURE() << "accepted; expected '" << problem << "'";
+    } catch (const FormatError& error) {
+      EXPECT_THAT(error.what(), HasSubstr(problem));
+    }
+  });
+  EXPECT_LT(growth, kPickleMemoryLimit) << problem;
+  std::cout << problem << ": " << pickle.size() / 1024 << " KiB pickle, peak resident memory "
+            << "grew by " << growth / kMiB << " MiB\n";
+}
+
+TEST(PickleMemory, ItemsInContainersAreBoundedWhileParsing) {
+  // [None] * 8M: one value, 8M references to it (BINGET 0, appended in batches).
+  // PROTO 2, EMPTY_LIST, MARK, NONE, BINPUT 0, then BINGET 0s, APPENDS, in batches.
+  std::string pickle = "\x80\x02](Nq\x00"s + repeated((1 << 18) - 1, "h\x00"s) + "e";
+  for (int batch = 1; batch < 32; ++batch) pickle += "(" + repeated(1 << 18, "h\x00"s) + "e";
+  pickle += ".";
+  expect_refused_within_memory(pickle, "items in containers");
+}
+
+TEST(PickleMemory, ReferencesAreCountedBeforeTheyAreListed) {
+  // D2 = {"b0": D1, "b1": D1, ...}, D1 = {"a0": D0, "a1": D0, ...}, D0 = {"k": None} (memo 0
+  // is D1, memo 1 is D0): n items each, by reference, so n * n paths from a few MB (distinct keys:
+  // no duplicate stops it).
+  constexpr int kN = 1 << 20;
+  constexpr int kBatch = 1 << 16;
+  const auto str = [](const std::string& text) {
+    return "X"s + static_cast<char>(text.size()) + std::string(3, '\0') + text;  // BINUNICODE
+  };
+  // The pairs `<letter><i>`: memo `index` for i in [first, kN), in SETITEMS batches; the first
+  // batch's MARK is already open.
+  const auto pairs = [&](char letter, char index, int first) {
+    std::string out;
+    for (int i = first; i < kN; ++i) {
+      if (i % kBatch == 0 && i > first) out += "(";
+      out += str(letter + std::to_string(i)) + "h" + index;
+      if (i % kBatch == kBatch - 1) out += "u";
+    }
+    return out;
+  };
+  std::string pickle = "\x80\x02}("s + str("b0") + "}q\x00("s + str("a0") + "}q\x01"s + str("k") +
+                       "Ns" + pairs('a', '\x01', 1) + pairs('b', '\0', 1) + ".";
+  expect_refused_within_memory(pickle, "values reached from the root (repeated references)");
 }
 
 }  // namespace

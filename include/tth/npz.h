@@ -30,12 +30,12 @@
 // Thread safety: the functions are reentrant.
 #pragma once
 
-#include <torch/arg.h>
-
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "tth/key_maps.h"  // chainer_names, declared here before
+#include "tth/load_weights.h"
 #include "tth/savefun.h"
 #include "tth/state_dict.h"
 #include "tth/torch_fwd.h"
@@ -69,24 +69,8 @@ StateDict read_npz(const std::string& path);
 /// Only the arrays whose keys `wanted` accepts; the other members are never read.
 StateDict read_npz(const std::string& path, const std::function<bool(const std::string&)>& wanted);
 
-/// Options of load_npz.
-struct NpzLoadOptions {
-  using KeyMap = std::function<std::string(const std::string&)>;
-  /// Only keys starting with this are loaded, with it removed (Chainer's `path`). Default "".
-  TORCH_ARG(std::string, prefix);
-  /// Renames a file key (after the prefix) to the target's key. Default: identity.
-  TORCH_ARG(KeyMap, key_map);
-  /// File keys (after the prefix, before the map) to skip. Default none.
-  TORCH_ARG(std::vector<std::string>, ignore);
-  /// Every target key must be in the file and every file key in the target. With false, the
-  /// target keeps its current values where the file has no key, and load_npz returns the keys
-  /// it left out (and warns through tth::warn). Default true.
-  TORCH_ARG(bool, strict) = true;
-};
-
-/// Chainer's link names to LibTorch's: '/' becomes '.', and the last component W -> weight,
-/// b -> bias, gamma -> weight, beta -> bias, avg_mean -> running_mean, avg_var -> running_var.
-std::string chainer_names(const std::string& key);
+/// The options of load_npz are those of load_weights (load_weights.h).
+using NpzLoadOptions = LoadWeightsOptions;
 
 /// Loads the npz file at `path` into `module`'s parameters and buffers. Everything is checked
 /// before anything changes; a problem is a tth::StateError "load_npz: <file>: key '<key>':
@@ -94,8 +78,11 @@ std::string chainer_names(const std::string& key);
 IncompatibleKeys load_npz(const std::string& path, torch::nn::Module& module,
                           const NpzLoadOptions& options = {});
 /// Loads an optimizer's state (the layout of tth/state_layout.h under `optimizers/<name>/`,
-/// selected with the prefix) into `optimizer`. Non-strict: a parameter whose state the file
-/// lacks keeps its current state.
+/// selected with the prefix) into `optimizer`. Strict (the default): every option must be in
+/// the file, and a parameter without state in the file is left without state (it never
+/// stepped). Non-strict: what the file lacks keeps its current value, per option and per
+/// parameter. With keep_optimizer_options, the optimizer's options stay as constructed and
+/// only per-parameter state is loaded (Chainer's snapshots: chainer_optimizer_state).
 IncompatibleKeys load_npz(const std::string& path, torch::optim::Optimizer& optimizer,
                           const NpzLoadOptions& options = {});
 

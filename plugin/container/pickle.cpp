@@ -45,6 +45,10 @@ constexpr uint8_t kNewTrue = 0x88;
 constexpr uint8_t kNewFalse = 0x89;
 constexpr uint8_t kNone = 'N';
 constexpr uint8_t kBinUnicode = 'X';
+constexpr uint8_t kEmptyList = ']';
+constexpr uint8_t kList = 'l';
+constexpr uint8_t kAppend = 'a';
+constexpr uint8_t kAppends = 'e';
 
 // The protocol LibTorch and torch.save (by default) write.
 constexpr uint8_t kProtocol = 2;
@@ -52,6 +56,9 @@ constexpr uint8_t kProtocol = 2;
 constexpr std::size_t kMaxGlobalLine = 256;
 // _rebuild_tensor_v2's arguments, and the persistent id of a storage.
 constexpr std::size_t kRebuildTensorArgs = 6;
+// torch.save of PyTorch 2.x adds a seventh, a dict of the tensor's Python attributes.
+constexpr std::size_t kRebuildTensorArgsWithMetadata = 7;
+constexpr std::size_t kRebuildParameterArgs = 3;
 constexpr std::size_t kStorageIdFields = 5;
 constexpr std::size_t kMaxStorageKey = 64;
 constexpr std::size_t kMaxLocation = 64;
@@ -127,6 +134,7 @@ enum class Kind : uint8_t {
   kDouble,
   kString,
   kTuple,
+  kList,
   kDict,
   kObject,
   kGlobal,
@@ -148,6 +156,8 @@ const char* kind_name(Kind kind) {
       return "a string";
     case Kind::kTuple:
       return "a tuple";
+    case Kind::kList:
+      return "a list";
     case Kind::kDict:
       return "a dict";
     case Kind::kObject:
@@ -162,7 +172,15 @@ const char* kind_name(Kind kind) {
   return "a value";
 }
 
-enum class GlobalKind : uint8_t { kRebuildTensor, kOrderedDict, kStorageType, kClass };
+enum class GlobalKind : uint8_t {
+  kRebuildTensor,     // torch._utils._rebuild_tensor_v2
+  kRebuildParameter,  // torch._utils._rebuild_parameter: the tensor it wraps
+  kOrderedDict,       // collections.OrderedDict
+  kStorageType,       // torch.<T>Storage
+  kClass,             // a __torch__ class
+  kTypedList,         // torch.jit._pickle.build_{int,double,bool,tensor}list: the list given
+  kTypeTag,           // torch.jit._pickle.restore_type_tag: the value given
+};
 
 struct Global {
   GlobalKind kind;
@@ -201,7 +219,7 @@ class Interpreter {
   Interpreter(const uint8_t* data, std::size_t size, const std::string& context)
       : data_(data), size_(size), context_(context) {}
 
-  std::vector<PickleAttribute> run() {
+  PickleContents run() {
     if (size_ > kMaxPickleBytes) {
       fail(0, "the pickle has " + std::to_string(size_) + " bytes, more than the " +
                   std::to_string(kMaxPickleBytes) + " accepted");
@@ -221,7 +239,7 @@ class Interpreter {
       fail(op_offset_,
            "STOP with " + std::to_string(stack_.size()) + " values on the stack instead of one");
     }
-    return attributes(stack_.back());
+    return flatten(stack_.back());
   }
 
  private:
@@ -308,8 +326,9 @@ class Interpreter {
         static_cast<uint8_t>(std::max<std::size_t>(values_[container].depth, depth));
   }
 
-  uint32_t make_tuple(std::vector<uint32_t> items) {
-    const uint32_t id = make(Kind::kTuple);
+  uint32_t make_tuple(std::vector<uint32_t> items, Kind kind = Kind::kTuple) {
+    contain(items.size());
+    const uint32_t id = make(kind);
     for (uint32_t item : items) nest(id, item);
     values_[id].index = static_cast<uint32_t>(tuples_.size());
     tuples_.push_back(std::move(items));
@@ -323,13 +342,23 @@ class Interpreter {
     return id;
   }
 
+  // Container items cost memory without making values (BINGET pushes a reference): counted.
+  void contain(std::size_t items) {
+    if (items > kMaxValues - contained_) {
+      fail(op_offset_, "more than " + std::to_string(kMaxValues) + " items in containers");
+    }
+    contained_ += items;
+  }
+
   void set_item(uint32_t dict, uint32_t key, uint32_t value) {
+    contain(1);
     nest(dict, key);
     nest(dict, value);
     dicts_[values_[dict].index].emplace_back(key, value);
   }
 
   const Value& value(uint32_t id) const { return values_[id]; }
+  // Tuples and lists.
   const std::vector<uint32_t>& tuple(uint32_t id) const { return tuples_[values_[id].index]; }
   const std::string& string(uint32_t id) const { return strings_[values_[id].index]; }
 
@@ -346,6 +375,8 @@ class Interpreter {
     switch (v.kind) {
       case Kind::kTuple:
         return "a tuple of " + std::to_string(tuple(id).size());
+      case Kind::kList:
+        return "a list of " + std::to_string(tuple(id).size());
       case Kind::kGlobal:
         return "the global '" + globals_[v.index].name + "'";
       case Kind::kInt:
@@ -427,6 +458,20 @@ class Interpreter {
       }
       case kEmptyDict:
         return push(make_dict());
+      case kEmptyList:
+        return push(make_tuple({}, Kind::kList));
+      case kList:
+        return push(make_tuple(pop_mark(), Kind::kList));
+      case kAppend: {
+        const uint32_t item = pop();
+        return append(expect_list(top(), "APPEND"), item);
+      }
+      case kAppends: {
+        const std::vector<uint32_t> items = pop_mark();
+        const uint32_t list = expect_list(top(), "APPENDS");
+        for (uint32_t item : items) append(list, item);
+        return;
+      }
       case kSetItem: {
         const uint32_t item = pop();
         const uint32_t key = pop();
@@ -509,6 +554,14 @@ class Interpreter {
     Global global{GlobalKind::kClass, StorageType::kFloat32, printable(module + "." + name)};
     if (module == "torch._utils" && name == "_rebuild_tensor_v2") {
       global.kind = GlobalKind::kRebuildTensor;
+    } else if (module == "torch._utils" && name == "_rebuild_parameter") {
+      global.kind = GlobalKind::kRebuildParameter;
+    } else if (module == "torch.jit._pickle" &&
+               (name == "build_intlist" || name == "build_doublelist" || name == "build_boollist" ||
+                name == "build_tensorlist")) {
+      global.kind = GlobalKind::kTypedList;
+    } else if (module == "torch.jit._pickle" && name == "restore_type_tag") {
+      global.kind = GlobalKind::kTypeTag;
     } else if (module == "collections" && name == "OrderedDict") {
       global.kind = GlobalKind::kOrderedDict;
     } else if (module == "torch" && storage_type(name, global.type)) {
@@ -518,8 +571,10 @@ class Interpreter {
     } else {
       fail(op_offset_, "GLOBAL '" + global.name +
                            "' is not allowed (a tensor archive names only "
-                           "torch._utils._rebuild_tensor_v2, collections.OrderedDict, "
-                           "torch.<T>Storage and __torch__ classes)");
+                           "torch._utils._rebuild_tensor_v2 and _rebuild_parameter, "
+                           "collections.OrderedDict, torch.<T>Storage, "
+                           "torch.jit._pickle's typed lists and type tags, and __torch__ "
+                           "classes); nothing is imported or called");
     }
     values_[id].index = static_cast<uint32_t>(globals_.size());
     globals_.push_back(std::move(global));
@@ -548,6 +603,19 @@ class Interpreter {
       }
     }
     return false;
+  }
+
+  uint32_t expect_list(uint32_t id, const char* what) {
+    if (value(id).kind != Kind::kList) {
+      fail(op_offset_, std::string(what) + " needs a list below its values, got " + describe(id));
+    }
+    return id;
+  }
+
+  void append(uint32_t list, uint32_t item) {
+    contain(1);
+    nest(list, item);
+    tuples_[values_[list].index].push_back(item);
   }
 
   uint32_t expect_dict(uint32_t id, const char* what) {
@@ -614,19 +682,56 @@ class Interpreter {
 
   uint32_t reduce(uint32_t callable, uint32_t args) {
     const Value& target = value(callable);
-    if (target.kind != Kind::kGlobal ||
-        (globals_[target.index].kind != GlobalKind::kRebuildTensor &&
-         globals_[target.index].kind != GlobalKind::kOrderedDict)) {
+    if (target.kind != Kind::kGlobal || globals_[target.index].kind == GlobalKind::kStorageType ||
+        globals_[target.index].kind == GlobalKind::kClass) {
       fail(op_offset_,
-           "REDUCE may call only torch._utils._rebuild_tensor_v2 or "
-           "collections.OrderedDict, not " +
+           "REDUCE may call only torch._utils._rebuild_tensor_v2 and _rebuild_parameter, "
+           "collections.OrderedDict and torch.jit._pickle's list builders and type tags, not " +
                describe(callable));
     }
-    if (globals_[target.index].kind == GlobalKind::kOrderedDict) {
-      expect_tuple(args, 0, "OrderedDict's arguments");
-      return make_dict();
+    switch (globals_[target.index].kind) {
+      case GlobalKind::kOrderedDict:
+        expect_tuple(args, 0, "OrderedDict's arguments");
+        return make_dict();
+      case GlobalKind::kTypedList: {
+        // The list is the value: its items are checked where they are used.
+        const uint32_t list = expect_tuple(args, 1, "a typed list's arguments")[0];
+        if (value(list).kind != Kind::kList) {
+          fail(op_offset_, "a typed list's argument must be a list, got " + describe(list));
+        }
+        return list;
+      }
+      case GlobalKind::kTypeTag: {
+        const auto& a = expect_tuple(args, 2, "restore_type_tag's arguments");
+        if (value(a[1]).kind != Kind::kString) {
+          fail(op_offset_, "a type tag must be a string, got " + describe(a[1]));
+        }
+        return a[0];  // the type is TorchScript's business, not a value's
+      }
+      case GlobalKind::kRebuildParameter: {
+        const auto& a = expect_tuple(args, kRebuildParameterArgs, "_rebuild_parameter's arguments");
+        if (value(a[0]).kind != Kind::kTensor) {
+          fail(op_offset_, "a parameter must wrap a tensor, got " + describe(a[0]));
+        }
+        expect_bool(a[1], "a parameter's requires_grad");
+        expect_empty_dict(a[2], "a parameter's backward hooks");
+        return a[0];
+      }
+      default:
+        return rebuild_tensor(args);
     }
-    return rebuild_tensor(args);
+  }
+
+  void expect_bool(uint32_t id, const char* what) {
+    if (value(id).kind != Kind::kBool) {
+      fail(op_offset_, std::string(what) + " must be a bool, got " + describe(id));
+    }
+  }
+
+  void expect_empty_dict(uint32_t id, const char* what) {
+    if (value(id).kind != Kind::kDict || !dicts_[value(id).index].empty()) {
+      fail(op_offset_, std::string(what) + " must be an empty dict, got " + describe(id));
+    }
   }
 
   std::vector<int64_t> int_tuple(uint32_t id, const char* what) {
@@ -652,7 +757,11 @@ class Interpreter {
   }
 
   uint32_t rebuild_tensor(uint32_t args) {
-    const auto& a = expect_tuple(args, kRebuildTensorArgs, "_rebuild_tensor_v2's arguments");
+    const bool with_metadata =
+        value(args).kind == Kind::kTuple && tuple(args).size() == kRebuildTensorArgsWithMetadata;
+    const auto& a =
+        expect_tuple(args, with_metadata ? kRebuildTensorArgsWithMetadata : kRebuildTensorArgs,
+                     "_rebuild_tensor_v2's arguments");
     if (value(a[0]).kind != Kind::kStorage) {
       fail(op_offset_, "a tensor's storage must come from a persistent id, got " + describe(a[0]));
     }
@@ -664,11 +773,10 @@ class Interpreter {
     tensor.offset = expect_int(a[1], "a tensor's storage offset");
     tensor.sizes = int_tuple(a[2], "a tensor's size");
     tensor.strides = int_tuple(a[3], "a tensor's stride");
-    if (value(a[4]).kind != Kind::kBool) {
-      fail(op_offset_, "a tensor's requires_grad must be a bool, got " + describe(a[4]));
-    }
-    if (value(a[5]).kind != Kind::kDict || !dicts_[value(a[5]).index].empty()) {
-      fail(op_offset_, "a tensor's backward hooks must be an empty dict, got " + describe(a[5]));
+    expect_bool(a[4], "a tensor's requires_grad");
+    expect_empty_dict(a[5], "a tensor's backward hooks");
+    if (with_metadata && value(a[6]).kind != Kind::kDict) {
+      fail(op_offset_, "a tensor's metadata must be a dict, got " + describe(a[6]));
     }
     if (tensor.sizes.size() != tensor.strides.size()) {
       fail(op_offset_, "a tensor has " + std::to_string(tensor.sizes.size()) + " sizes but " +
@@ -724,57 +832,199 @@ class Interpreter {
 
   // ---- the result ----
 
-  std::vector<PickleAttribute> attributes(uint32_t root) {
-    const Value& v = value(root);
-    uint32_t dict = root;
-    if (v.kind == Kind::kObject) {
-      if (!objects_[v.index].built) fail(v.offset, "the module object has no state (no BUILD)");
-      dict = objects_[v.index].state;
-    } else if (v.kind != Kind::kDict) {
-      fail(v.offset, "the pickle holds " + describe(root) + ", not a module object or a dict");
+  // The values below the root, depth first in order, each with its path: components joined
+  // with '.' below a module object (as state_dict() names parameters) and '/' below a dict,
+  // list or tuple. Iterative, with every amount bounded: memo references can make the values
+  // a graph with cycles, or one that repeats a subtree exponentially often.
+  PickleContents flatten(uint32_t root) {
+    PickleContents out;
+    const Kind root_kind = value(root).kind;
+    if (root_kind != Kind::kObject && root_kind != Kind::kDict && root_kind != Kind::kList &&
+        root_kind != Kind::kTuple) {
+      fail(value(root).offset,
+           "the pickle holds " + describe(root) + ", not a module object, a dict or a list");
     }
-    std::vector<PickleAttribute> out;
-    std::unordered_set<std::string> names;
-    for (const auto& [key, item] : dicts_[value(dict).index]) {
-      if (value(key).kind != Kind::kString) {
-        fail(value(key).offset, "an attribute name must be a string, got " + describe(key));
+    out.module = root_kind == Kind::kObject;
+    if (out.module) out.root_class = objects_[value(root).index].class_name;
+    struct Pending {
+      uint32_t id;
+      std::string key;
+      std::size_t depth;
+      bool root;
+      bool module_path;  // reached from a root module object through module objects only
+    };
+    std::vector<Pending> pending;
+    pending.push_back({root, {}, 0, true, out.module});
+    std::unordered_set<std::string> keys;
+    // Values taken (`visited`) and pushed: a container's children are counted before they
+    // are listed, as one value may be referenced many times.
+    std::size_t visited = 0, pushed = 1, key_bytes = 0, text_bytes = 0, dims = 0;
+    while (!pending.empty()) {
+      Pending item = std::move(pending.back());
+      pending.pop_back();
+      if (++visited > kMaxValues) {
+        fail(value(item.id).offset, "more than " + std::to_string(kMaxValues) +
+                                        " values reached from the root (repeated references)");
       }
-      const std::string& name = string(key);
-      if (!names.insert(name).second) {
-        fail(value(key).offset, "the attribute '" + printable(name) + "' appears twice");
+      const Value& v = value(item.id);
+      if (v.kind == Kind::kObject || v.kind == Kind::kDict || v.kind == Kind::kList ||
+          v.kind == Kind::kTuple) {
+        if (item.depth >= kMaxDepth) {
+          fail(v.offset, "values nested more than " + std::to_string(kMaxDepth) +
+                             " levels deep (or a container that holds itself)");
+        }
+        const std::size_t count = member_count(item.id);
+        if (count > kMaxValues - pushed) {
+          fail(v.offset, "more than " + std::to_string(kMaxValues) +
+                             " values reached from the root (repeated references)");
+        }
+        pushed += count;
+        const std::vector<Member> children = members(item.id);
+        const char separator = v.kind == Kind::kObject ? '.' : '/';
+        const bool module_path = item.module_path && v.kind == Kind::kObject;
+        // Lengths are checked before a key is made: a long name repeated by memo references
+        // must not be copied first.
+        for (auto it = children.rbegin(); it != children.rend(); ++it) {
+          const std::string number = it->name == kNoName ? std::to_string(it->number) : "";
+          const std::string_view component =
+              it->name == kNoName ? std::string_view(number) : std::string_view(string(it->name));
+          const std::size_t length =
+              item.root ? component.size() : item.key.size() + 1 + component.size();
+          if (length > kMaxKeyBytes) {
+            fail(value(it->child).offset,
+                 "a key of more than " + std::to_string(kMaxKeyBytes) + " bytes");
+          }
+          key_bytes += length;
+          if (key_bytes > kMaxTotalKeyBytes) {
+            fail(value(it->child).offset,
+                 "keys of more than " + std::to_string(kMaxTotalKeyBytes) + " bytes in all");
+          }
+          std::string key;
+          key.reserve(length);
+          if (!item.root) (key += item.key) += separator;
+          key += component;
+          pending.push_back({it->child, std::move(key), item.depth + 1, false, module_path});
+        }
+        continue;
       }
-      const Value& x = value(item);
       PickleAttribute attribute;
-      attribute.name = name;
+      attribute.name = std::move(item.key);
+      attribute.module_attribute = item.module_path;
       PickleValue& out_value = attribute.value;
-      switch (x.kind) {
+      switch (v.kind) {
         case Kind::kNone:
-          continue;
+          out_value.kind = PickleValue::Kind::kNone;
+          break;
         case Kind::kBool:
           out_value.kind = PickleValue::Kind::kBool;
-          out_value.boolean = x.boolean;
+          out_value.boolean = v.boolean;
           break;
         case Kind::kInt:
           out_value.kind = PickleValue::Kind::kInt;
-          out_value.integer = x.integer;
+          out_value.integer = v.integer;
           break;
         case Kind::kDouble:
           out_value.kind = PickleValue::Kind::kDouble;
-          out_value.real = x.real;
+          out_value.real = v.real;
           break;
         case Kind::kString:
           out_value.kind = PickleValue::Kind::kString;
-          out_value.text = string(item);
+          text_bytes += string(item.id).size();  // memo references may repeat one string
+          if (text_bytes > kMaxPickleBytes) {
+            fail(v.offset, "texts of more than " + std::to_string(kMaxPickleBytes) +
+                               " bytes in all (repeated references)");
+          }
+          out_value.text = string(item.id);
           break;
         case Kind::kTensor:
           out_value.kind = PickleValue::Kind::kTensor;
-          out_value.tensor = tensors_[x.index];
+          dims += tensors_[v.index].sizes.size();
+          if (dims > kMaxValues) {
+            fail(v.offset, "tensors of more than " + std::to_string(kMaxValues) +
+                               " dimensions in all (repeated references)");
+          }
+          out_value.tensor = tensors_[v.index];
           break;
         default:
-          fail(x.offset, "the attribute '" + printable(name) + "' holds " + describe(item) +
-                             ", which a snapshot entry cannot be");
+          fail(v.offset, "the key '" + printable(attribute.name) + "' holds " + describe(item.id) +
+                             ", which a weights entry cannot be");
       }
-      out.push_back(std::move(attribute));
+      if (!keys.insert(attribute.name).second) {
+        fail(v.offset, "the key '" + printable(attribute.name) + "' appears twice");
+      }
+      if (out.attributes.size() >= kMaxEntries) {
+        fail(v.offset, "more than " + std::to_string(kMaxEntries) + " entries");
+      }
+      out.attributes.push_back(std::move(attribute));
+    }
+    return out;
+  }
+
+  // A member of a container: named by a string value (`name`), or by a number (an int dict key
+  // or a list index) when `name` is kNoName.
+  static constexpr uint32_t kNoName = std::numeric_limits<uint32_t>::max();
+  struct Member {
+    uint32_t name;
+    int64_t number;
+    uint32_t child;
+  };
+
+  std::size_t member_count(uint32_t id) const {
+    const Value& v = value(id);
+    switch (v.kind) {
+      case Kind::kObject:
+        return objects_[v.index].built ? dicts_[value(objects_[v.index].state).index].size() : 0;
+      case Kind::kDict:
+        return dicts_[v.index].size();
+      case Kind::kList:
+      case Kind::kTuple:
+        return tuple(id).size();
+      default:
+        return 0;
+    }
+  }
+
+  // The members of a container: an object's attributes (names must be strings), a dict's items
+  // (keys strings or ints), a list's or tuple's items by index.
+  std::vector<Member> members(uint32_t id) const {
+    const Value& v = value(id);
+    std::vector<Member> out;
+    const auto add_items = [&](const std::vector<std::pair<uint32_t, uint32_t>>& items,
+                               bool int_keys) {
+      out.reserve(items.size());
+      for (const auto& [key, item] : items) {
+        if (value(key).kind == Kind::kString) {
+          out.push_back({key, 0, item});
+        } else if (int_keys && value(key).kind == Kind::kInt) {
+          out.push_back({kNoName, value(key).integer, item});  // an optimizer's state
+        } else {
+          fail(value(key).offset,
+               int_keys ? "a dict key must be a string or an int, got " + describe(key)
+                        : "an attribute name must be a string, got " + describe(key));
+        }
+      }
+    };
+    switch (v.kind) {
+      case Kind::kObject: {
+        const Object& object = objects_[v.index];
+        if (!object.built) fail(v.offset, "a module object has no state (no BUILD)");
+        add_items(dicts_[value(object.state).index], false);
+        break;
+      }
+      case Kind::kDict:
+        add_items(dicts_[v.index], true);
+        break;
+      case Kind::kList:
+      case Kind::kTuple: {
+        const auto& items = tuple(id);
+        out.reserve(items.size());
+        for (std::size_t i = 0; i < items.size(); ++i) {
+          out.push_back({kNoName, static_cast<int64_t>(i), items[i]});
+        }
+        break;
+      }
+      default:
+        break;
     }
     return out;
   }
@@ -789,6 +1039,7 @@ class Interpreter {
   std::vector<uint32_t> stack_;
   std::vector<std::size_t> marks_;  // stack sizes at each open MARK
   std::vector<uint32_t> memo_;
+  std::size_t contained_ = 0;  // items put into containers
   std::vector<std::string> strings_;
   std::vector<std::vector<uint32_t>> tuples_;
   std::vector<std::vector<std::pair<uint32_t, uint32_t>>> dicts_;
@@ -870,15 +1121,37 @@ int64_t format_version(const ZipReader& reader, const TorchArchiveLayout& layout
   return -1;
 }
 
+// PyTorch 2 records the byte order of the storages; ours and LibTorch 1.13's are little-endian
+// and carry no record.
+void check_byte_order(const ZipReader& reader, const std::string& directory) {
+  constexpr uint64_t kMaxByteOrderBytes = 16;
+  const ZipEntry* entry = reader.find(directory + "byteorder");
+  if (entry == nullptr) return;
+  if (entry->uncompressed_size > kMaxByteOrderBytes) {
+    throw FormatError(reader.label() + ": member '" + printable(entry->name) + "' declares " +
+                      std::to_string(entry->uncompressed_size) + " bytes, not a byte order");
+  }
+  const std::vector<uint8_t> bytes = reader.read_all(*entry);
+  const std::string order(bytes.begin(), bytes.end());
+  if (order != "little") {
+    throw FormatError(reader.label() + ": member '" + printable(entry->name) + "' says '" +
+                      printable(order) + "': only little-endian storages are read");
+  }
+}
+
 }  // namespace
 
 std::size_t storage_element_size(StorageType type) { return storage_name(type).size; }
 
 const char* storage_type_name(StorageType type) { return storage_name(type).name; }
 
+PickleContents parse_pickle(const uint8_t* data, std::size_t size, const std::string& context) {
+  return Interpreter(data, size, context).run();
+}
+
 std::vector<PickleAttribute> parse_tensor_pickle(const uint8_t* data, std::size_t size,
                                                  const std::string& context) {
-  return Interpreter(data, size, context).run();
+  return parse_pickle(data, size, context).attributes;
 }
 
 bool tensor_numel(const std::vector<int64_t>& sizes, uint64_t& numel) {
@@ -979,15 +1252,18 @@ TorchArchiveLayout read_torch_archive(const ZipReader& reader, std::string_view 
     throw FormatError(context + ": " + std::to_string(pickle->uncompressed_size) +
                       " bytes, more than the " + std::to_string(kMaxPickleBytes) + " accepted");
   }
+  check_byte_order(reader, layout.directory);
   const std::vector<uint8_t> bytes = reader.read_all(*pickle);
-  std::vector<PickleAttribute> attributes =
-      parse_tensor_pickle(bytes.data(), bytes.size(), context);
+  PickleContents contents = parse_pickle(bytes.data(), bytes.size(), context);
+  layout.module = contents.module;
+  std::vector<PickleAttribute>& attributes = contents.attributes;
 
   std::unordered_map<std::string, std::size_t> storage_index;
   for (PickleAttribute& attribute : attributes) {
     TorchArchiveLayout::Entry entry;
     entry.key = std::move(attribute.name);
     entry.value = std::move(attribute.value);
+    entry.module_attribute = attribute.module_attribute;
     if (entry.value.kind == PickleValue::Kind::kTensor) {
       const TensorRef& tensor = entry.value.tensor;
       const std::string where = reader.label() + ": key '" + printable(entry.key) + "'";
@@ -1029,7 +1305,9 @@ TorchArchiveLayout read_torch_archive(const ZipReader& reader, std::string_view 
   }
 
   const int64_t version = format_version(reader, layout, version_key);
-  layout.keys_encoded = !(version >= 1 && version <= kLastUnencodedKeysVersion);
+  // Only torch_savefun encodes (LibTorch's archive class); Python's names are as given.
+  layout.keys_encoded = contents.root_class == kArchiveClass &&
+                        !(version >= 1 && version <= kLastUnencodedKeysVersion);
   if (layout.keys_encoded) {
     std::unordered_set<std::string> keys;
     for (auto& entry : layout.entries) {

@@ -1,29 +1,34 @@
-// A restricted reader of the pickles inside LibTorch and PyTorch tensor archives, and the
-// archive layout around them. LibTorch-free: the tensor glue (torch_archive.h) builds tensors
-// from what this returns.
+// A restricted reader of the pickles inside LibTorch, TorchScript and PyTorch tensor archives,
+// and the archive layout around them. LibTorch-free: the tensor glue (torch_archive.h) builds
+// tensors from what this returns.
 //
 // A tensor archive is a zip: `<dir>/data.pkl`, a pickle of one object, and one member
 // `<dir>/data/<key>` per storage holding its raw little-endian elements. LibTorch's
 // `OutputArchive` (our torch_savefun) and Python's `torch.jit.save` pickle a module object
-// (`__torch__.<Class>`) whose attributes are tensors, ints, floats, bools and strings; Python's
-// `torch.save` of a state dict pickles a dict (or an OrderedDict) of the same. Loading such a
-// pickle with a general unpickler runs whatever callables it names, so this reader is not one:
-// it interprets exactly the constructs those writers emit and refuses everything else with a
+// (`__torch__.<Class>`) whose attributes are tensors, scalars, strings, None, lists and
+// submodule objects; Python's `torch.save` pickles a dict (an OrderedDict for a state dict),
+// possibly nested, possibly with lists (an optimizer's state dict). Loading such a pickle with a
+// general unpickler runs whatever callables it names, so this reader is not one: it interprets
+// exactly the constructs those writers emit and refuses everything else with a
 // tth::FormatError "<context>: byte <offset>: <problem>".
 //
 //   opcodes   PROTO 2 (first), STOP (last byte), GLOBAL, REDUCE, NEWOBJ, BUILD, BINPERSID,
-//             MARK, EMPTY_TUPLE, TUPLE, TUPLE1-3, EMPTY_DICT, SETITEM, SETITEMS, BINPUT,
-//             LONG_BINPUT, BINGET, LONG_BINGET, BININT, BININT1, BININT2, LONG1 (<= 8 bytes),
-//             BINFLOAT, NEWTRUE, NEWFALSE, NONE, BINUNICODE. Not lists, sets, frames, bytes,
-//             protocol 0/1 forms (INST, OBJ, PUT, GET, ...), or extensions.
-//   globals   torch._utils._rebuild_tensor_v2 (REDUCE with the six arguments below),
-//             collections.OrderedDict (REDUCE with no arguments: an empty dict),
-//             torch.<T>Storage (only inside a persistent id), and classes of the `__torch__`
-//             namespace (`__torch__[.<path>] <Name>`, printable without spaces; only as NEWOBJ
-//             with no arguments, then BUILD with a dict). Nothing is
-//             ever called or imported: a class name is a label. Not torch._utils.
-//             _rebuild_parameter (torch.save of a bare nn.Parameter; state dicts hold tensors),
-//             quantized or sparse tensors, builtins, os, or anything else.
+//             MARK, EMPTY_TUPLE, TUPLE, TUPLE1-3, EMPTY_LIST, LIST, APPEND, APPENDS,
+//             EMPTY_DICT, SETITEM, SETITEMS, BINPUT, LONG_BINPUT, BINGET, LONG_BINGET, BININT,
+//             BININT1, BININT2, LONG1 (<= 8 bytes), BINFLOAT, NEWTRUE, NEWFALSE, NONE,
+//             BINUNICODE. Not sets, frames, bytes, protocol 0/1 forms (INST, OBJ, PUT, GET,
+//             ...), protocol 4 and 5 forms, or extensions.
+//   globals   torch._utils._rebuild_tensor_v2 (REDUCE with the six arguments below, or seven
+//             with a dict of Python attributes, as PyTorch 2 writes), torch._utils.
+//             _rebuild_parameter (a tensor, a bool, an empty dict: the tensor),
+//             collections.OrderedDict (REDUCE with no arguments: an empty dict; BUILD of its
+//             `_metadata` is ignored), torch.<T>Storage (only inside a persistent id),
+//             torch.jit._pickle.build_{int,double,bool,tensor}list (REDUCE of a list: the
+//             list) and restore_type_tag (REDUCE of a value and a type string: the value),
+//             and classes of the `__torch__` namespace (`__torch__[.<path>] <Name>`, printable
+//             without spaces; only as NEWOBJ with no arguments, then BUILD with a dict).
+//             Nothing is ever called or imported: a name is a label. Not quantized or sparse
+//             tensors, numpy scalars, builtins, os, or anything else.
 //   tensors   _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
 //             backward_hooks): a storage from a persistent id
 //             ('storage', torch.<T>Storage, key, location, numel), a non-negative int offset,
@@ -31,11 +36,23 @@
 //             dict. The elements addressed, offset + sum((size[i] - 1) * stride[i]), must lie
 //             inside the storage's numel (computed without overflow) before any memory exists.
 //
-// Bounds: the pickle's size (kMaxPickleBytes), values made (kMaxValues), stack items
-// (kMaxStack), open MARKs and nesting depth (kMaxDepth), memo entries (assigned in order, as
-// pickle writes them, so an index never reserves memory), string lengths (against the bytes
-// present). The reader keeps every value in one flat table and never recurses, so no input
-// depth can exhaust the stack; memory is linear in the input size.
+// The result is flat: every leaf below the root (a module object, a dict, a list or a tuple)
+// with its path. Components are attribute names, dict keys (strings, or ints written in
+// decimal) and list indices, joined with '.' below a module object (as Python's state_dict()
+// names a submodule's parameters: `0.weight`) and '/' below anything else
+// (`model/fc.weight`, `state/0/exp_avg`). Leaves are None, bools, ints, floats, strings and
+// tensors; two leaves with one path are an error.
+//
+// Bounds: the pickle's size (kMaxPickleBytes), values made and items put into containers
+// (kMaxValues each), stack items (kMaxStack), open MARKs and nesting depth (kMaxDepth), memo
+// entries (assigned in order, as pickle writes them, so an index never reserves memory), string
+// lengths (against the bytes present), and, because memo references let one value appear many
+// times (even inside itself), the values reached while flattening (kMaxValues, counted before
+// a container's children are listed), the key lengths (kMaxKeyBytes, and kMaxTotalKeyBytes
+// in all), the texts (kMaxPickleBytes in all), the tensors' dimensions (kMaxValues in all) and
+// the leaves (kMaxEntries) of the result. So memory stays a small multiple of the pickle's
+// size plus those bounds. The reader keeps every value in one flat table and never recurses,
+// so no input depth can exhaust the stack.
 //
 // Thread safety: the functions are reentrant; they share no state.
 #pragma once
@@ -61,6 +78,12 @@ inline constexpr std::size_t kMaxStack = std::size_t{1} << 20;
 inline constexpr std::size_t kMaxDepth = 32;
 /// Most dimensions of a tensor.
 inline constexpr std::size_t kMaxDims = 64;
+/// Longest key of the flattened result.
+inline constexpr std::size_t kMaxKeyBytes = std::size_t{1} << 16;
+/// Most bytes of all keys of the flattened result together.
+inline constexpr std::size_t kMaxTotalKeyBytes = std::size_t{64} << 20;
+/// Most leaves in the flattened result.
+inline constexpr std::size_t kMaxEntries = std::size_t{1} << 20;
 
 /// Element types of the storages a tensor archive may hold, named as torch.<T>Storage.
 enum class StorageType {
@@ -95,7 +118,7 @@ struct TensorRef {
 
 /// One attribute value: what a snapshot entry can be.
 struct PickleValue {
-  enum class Kind { kBool, kInt, kDouble, kString, kTensor };
+  enum class Kind { kNone, kBool, kInt, kDouble, kString, kTensor };
   Kind kind = Kind::kInt;
   bool boolean = false;  ///< kBool
   int64_t integer = 0;   ///< kInt
@@ -104,18 +127,29 @@ struct PickleValue {
   TensorRef tensor;      ///< kTensor
 };
 
-/// A named attribute of the pickled module, or an item of the pickled dict.
+/// A leaf of the pickled object with its path.
 struct PickleAttribute {
-  std::string name;  ///< As stored (see decode_archive_key).
+  std::string name;  ///< The path, components as stored (see decode_archive_key).
   PickleValue value;
+  /// Whether it is an attribute of the root module object or of a submodule reached through
+  /// module objects only (a parameter, a buffer or another attribute), not an item of a dict,
+  /// list or tuple.
+  bool module_attribute = false;
 };
 
-/// Interprets `data[0, size)` as described above and returns the attributes of its module
-/// object (or the items of its dict), in order. Attributes holding None are left out (as npz
-/// files treat Chainer's None); any other value that is not a PickleValue (a tuple, a nested
-/// module, a dict), a name that is not a string or that appears twice, a tensor addressing
-/// elements outside its storage, and every refused construct is a tth::FormatError
-/// "<context>: byte <offset>: <problem>".
+/// What a pickle holds.
+struct PickleContents {
+  bool module = false;     ///< The root is a module object (else a dict, a list or a tuple).
+  std::string root_class;  ///< The module object's class, "<module>.<name>" ("" for others).
+  std::vector<PickleAttribute> attributes;  ///< Every leaf, depth first, in pickle order.
+};
+
+/// Interprets `data[0, size)` as described above. An attribute name or dict key that is not a
+/// string (or an int, in a dict), a path that appears twice, a leaf that is not a PickleValue
+/// (a storage, a global), a tensor addressing elements outside its storage, and every refused
+/// construct is a tth::FormatError "<context>: byte <offset>: <problem>".
+PickleContents parse_pickle(const uint8_t* data, std::size_t size, const std::string& context);
+/// parse_pickle(...).attributes.
 std::vector<PickleAttribute> parse_tensor_pickle(const uint8_t* data, std::size_t size,
                                                  const std::string& context);
 
@@ -143,6 +177,8 @@ std::string decode_archive_key(std::string_view name);
 /// Whether `key` can be stored unencoded, as format version 1 stored keys: no '"', '\' or
 /// control byte, and not a name TorchScript cannot take bare.
 bool storable_unencoded(std::string_view key);
+/// The class of the module object that LibTorch's OutputArchive (so torch_savefun) writes.
+inline constexpr std::string_view kArchiveClass = "__torch__.Module";
 /// Snapshot format versions up to this one stored keys unencoded; later ones (and archives
 /// without a version entry, as torch_savefun writes them outside snapshots) encode them.
 inline constexpr int64_t kLastUnencodedKeysVersion = 1;
@@ -160,24 +196,29 @@ struct TorchArchiveLayout {
     StorageType type = StorageType::kFloat32;
     uint64_t numel = 0;  ///< entry->uncompressed_size == numel * element size.
   };
-  /// A snapshot entry.
+  /// A snapshot entry; kNone values are listed too.
   struct Entry {
-    std::string key;          ///< Decoded when the archive's keys are encoded.
-    PickleValue value;        ///< A tensor's storage is storages[storage].
-    std::size_t storage = 0;  ///< For kTensor.
+    std::string key;                ///< Decoded when the archive's keys are encoded.
+    PickleValue value;              ///< A tensor's storage is storages[storage].
+    std::size_t storage = 0;        ///< For kTensor.
+    bool module_attribute = false;  ///< PickleAttribute::module_attribute.
   };
   std::string directory;  ///< `<dir>/`, the archive's top-level directory.
+  bool module = false;    ///< data.pkl holds a module object (TorchScript), not a dict.
   std::vector<Storage> storages;
   std::vector<Entry> entries;
   bool keys_encoded = true;  ///< Whether names were decoded (see kLastUnencodedKeysVersion).
 };
 
 /// Finds the one top-level `<dir>/data.pkl` of `reader`'s archive, parses it, checks every
-/// storage it references, and decodes the names unless the entry `version_key` holds a version
-/// <= kLastUnencodedKeysVersion. Throws tth::FormatError naming the file and the member (or the
-/// key): no or several data.pkl, a refused pickle, a missing storage member, a storage whose
-/// size is not numel * element size, one key used with two types or sizes, two entries with one
-/// name after decoding.
+/// storage it references, and decodes the names if torch_savefun wrote them: the root is a
+/// module object of LibTorch's archive class, kArchiveClass, and the entry `version_key` holds
+/// no version <= kLastUnencodedKeysVersion (Python's names, TorchScript's and a dict's keys are
+/// as given). Throws
+/// tth::FormatError naming the file and the member (or the key): no or several data.pkl, a refused
+/// pickle, a missing storage member, a storage whose size is not numel * element size, one key used
+/// with two types or sizes, two entries with one name after decoding, a `<dir>/byteorder` member
+/// other than "little" (PyTorch 2 writes it).
 TorchArchiveLayout read_torch_archive(const ZipReader& reader, std::string_view version_key);
 
 }  // namespace tth::container

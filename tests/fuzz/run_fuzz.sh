@@ -6,8 +6,10 @@
 # --target zip_reader (the default): zip_reader_fuzz.cpp, the zip and npy readers.
 # --target pickle: pickle_fuzz.cpp, the restricted pickle reader and the tensor-archive layout
 # (container/pickle.h), seeded with real archives: the data.pkl and the whole file of
-# torch.jit.save'd modules and torch.save'd dicts, and, when $TTH_TOOL names the tth tool (ctest
-# sets it), of our own torch_savefun's output (`tth convert` of npz files numpy writes).
+# torch.jit.save'd modules (submodules, typed lists) and torch.save'd dicts (state dicts, a
+# checkpoint with an optimizer's state, named parameters, one in PyTorch 2's form made by
+# hand), and, when $TTH_TOOL names the tth tool (ctest sets it), of our own torch_savefun's
+# output (`tth convert` of npz files numpy writes).
 # --target idx: idx_fuzz.cpp, the IDX reader of examples/mnist/idx.cpp (LibTorch-free), built
 # from it and plugin/error.cpp only, seeded with small IDX files, raw and gzip, cut from
 # Debian's Fashion-MNIST when installed and generated otherwise.
@@ -257,7 +259,11 @@ class Nested(torch.nn.Module):
         self.sub = torch.nn.Linear(2, 2)
     def forward(self, x):
         return self.sub(x)
-modules = {"jit_plain": Plain(), "jit_nested": Nested()}
+# Submodules, typed lists (build_intlist, build_tensorlist), type tags, None attributes.
+modules = {"jit_plain": Plain(), "jit_nested": Nested(),
+           "jit_sequential": torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
+                                                 torch.nn.Flatten(), torch.nn.Linear(8, 3)),
+           "jit_lstm": torch.nn.LSTM(4, 3)}
 """
 with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "modules.py")
@@ -277,10 +283,57 @@ dicts = {
     "save_dtypes": {str(d): torch.zeros(2, dtype=d) for d in (
         torch.bfloat16, torch.int8, torch.uint8, torch.int16, torch.int32, torch.complex64)},
 }
+# A checkpoint: nested dicts, int keys, lists, tuples, floats, None (an optimizer's state).
+lin = torch.nn.Linear(3, 2)
+opt = torch.optim.Adam(lin.parameters(), lr=0.01)
+lin(torch.ones(1, 3)).sum().backward()
+opt.step()
+dicts["save_checkpoint"] = {"model": lin.state_dict(), "epoch": 3, "opt": opt.state_dict()}
+dicts["save_parameters"] = dict(lin.named_parameters())  # _rebuild_parameter
 for name, value in dicts.items():
     buf = io.BytesIO()
     torch.save(value, buf)
     put(name + ".pt", buf.getvalue())
+
+# What PyTorch 2's torch.save adds, pickled by hand: the seventh argument of
+# _rebuild_tensor_v2 (a dict) and the `<dir>/byteorder` member.
+import collections, pickle
+
+class Storage:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+class Tensor:
+    def __init__(self, storage, size):
+        self.storage, self.size = storage, size
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2,
+                (self.storage, 0, self.size, (1,), False, collections.OrderedDict(), {}))
+
+class Parameter:
+    def __init__(self, tensor):
+        self.tensor = tensor
+    def __reduce__(self):
+        return (torch._utils._rebuild_parameter, (self.tensor, True, collections.OrderedDict()))
+
+class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
+        return None
+
+buf = io.BytesIO()
+Pickler(buf, protocol=2).dump({"w": Tensor(Storage("0", 3), (3,)),
+                               "p": Parameter(Tensor(Storage("1", 2), (2,))),
+                               "meta": {"epoch": 1, "names": ["a", None]}})
+archive = io.BytesIO()
+with zipfile.ZipFile(archive, "w") as z:
+    z.writestr("pt2/data.pkl", buf.getvalue())
+    z.writestr("pt2/byteorder", "little")
+    z.writestr("pt2/data/0", bytes(12))
+    z.writestr("pt2/data/1", bytes(8))
+    z.writestr("pt2/version", "3\n")
+put("pt2_style.pt", archive.getvalue())
 
 # Every archive's data.pkl alone, too: the pickle reader without a zip around it.
 for name in sorted(os.listdir(out)):
@@ -374,6 +427,23 @@ long1="\x8a\x08"
 long_binput="r"
 data_pkl="archive/data.pkl"
 data_dir="archive/data/"
+byteorder="archive/byteorder"
+little="little"
+empty_list="]"
+appends="e"
+append="a"
+list="l"
+binget="h"
+binput="q"
+none="N"
+jit_pickle="torch.jit._pickle"
+build_intlist="build_intlist"
+restore_type_tag="restore_type_tag"
+rebuild_parameter="_rebuild_parameter"
+global_intlist="ctorch.jit._pickle\x0abuild_intlist\x0a"
+global_tensorlist="ctorch.jit._pickle\x0abuild_tensorlist\x0a"
+global_type_tag="ctorch.jit._pickle\x0arestore_type_tag\x0a"
+global_parameter="ctorch._utils\x0a_rebuild_parameter\x0a"
 local_header="PK\x03\x04"
 central_header="PK\x01\x02"
 end_record="PK\x05\x06"
