@@ -380,7 +380,7 @@ torch.jit.save(torch.jit.script(seq), sys.argv[1])
 torch.jit.save(torch.jit.script(torch.nn.LSTM(4, 3)), sys.argv[2])
 torch.save(seq.state_dict(), sys.argv[3])
 lin = torch.nn.Linear(3, 2)
-opt = torch.optim.Adam(lin.parameters(), lr=0.01)
+opt = torch.optim.Adam(lin.parameters(), lr=0.01, fused=False)  # None by default in 2.x
 lin(torch.ones(1, 3)).sum().backward()
 opt.step()
 torch.save({'model': lin.state_dict(), 'epoch': 3, 'opt': opt.state_dict()}, sys.argv[4])
