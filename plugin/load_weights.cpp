@@ -28,7 +28,8 @@ bool lossless(at::ScalarType from, at::ScalarType to) {
   const auto size = [](at::ScalarType t) { return c10::elementSize(t); };
   if (at::isComplexType(from)) return to_complex && size(to) > size(from);
   if (from_float) {
-    if (to_complex) return size(to) / 2 >= size(from);
+    if (to_complex)
+      return lossless(from, c10::toRealValueType(to));  // bfloat16 into ComplexHalf: no
     // float16 and bfloat16 each fit float32; neither fits the other.
     return to_float && size(to) > size(from);
   }
@@ -126,10 +127,10 @@ IncompatibleKeys load_weights(const std::string& path, torch::nn::Module& module
                               const LoadWeightsOptions& options) {
   // A TorchScript module's weights are its modules' tensor attributes; its other attributes
   // (`training`, lists, scalars) are not weights.
+  StateDict file;
   try {
     const bool torchscript = detect_weights_format(path) == WeightsFormat::kTorchScript;
-    const StateDict file = torchscript ? read_module_weights(path) : read_weights(path);
-    return load_module_weights(file, path, module, options, kLoadWeights);
+    file = torchscript ? read_module_weights(path) : read_weights(path);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
@@ -137,6 +138,7 @@ IncompatibleKeys load_weights(const std::string& path, torch::nn::Module& module
     throw FormatError(
         fmt::format("{}: '{}' cannot be loaded: {}", kLoadWeights, path, error.what()));
   }
+  return load_module_weights(file, path, module, options, kLoadWeights);
 }
 
 }  // namespace tth

@@ -1,10 +1,7 @@
 #include "tth/npz.h"
 
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/mman.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <unistd.h>
@@ -19,6 +16,7 @@
 #include "container/parallel_deflate.h"
 #include "container/zip_reader.h"
 #include "container/zip_writer.h"
+#include "empty_for_filling.h"
 #include "load_weights_impl.h"
 #include "module_state.h"
 #include "optimizer_state.h"
@@ -175,29 +173,6 @@ void add_deflated_tensor(container::ParallelDeflateWriter& deflater, const std::
 }
 
 // ---- reading ----
-
-// Fresh memory is faulted in page by page on first touch; in a VM that costs about 3 us per
-// 4 KiB page (200 ms for 64 MiB here), ten times the copy itself. Large arrays therefore get
-// 2 MiB-aligned memory advised for transparent huge pages, which cuts the faults 512-fold
-// where the kernel offers them on request (its madvise mode).
-at::Tensor empty_for_filling(const std::vector<int64_t>& shape, at::ScalarType dtype,
-                             uint64_t bytes) {
-  constexpr uint64_t kHugePage = uint64_t{2} << 20;
-  if (bytes < 2 * kHugePage) return at::empty(shape, at::TensorOptions().dtype(dtype));
-  const uint64_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* memory = nullptr;
-  if (::posix_memalign(&memory, kHugePage, rounded) != 0) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-  ::madvise(memory, rounded, MADV_HUGEPAGE);  // advice only: ignoring a failure is right
-#endif
-  try {
-    return at::from_blob(
-        memory, shape, [](void* data) { std::free(data); }, at::TensorOptions().dtype(dtype));
-  } catch (...) {
-    std::free(memory);
-    throw;
-  }
-}
 
 // Reads one member into a value; nullopt for Chainer's None (a 0-d object array). The container
 // checks the sizes before the tensor is allocated and leaves the elements in host byte order.

@@ -1,12 +1,12 @@
 #include "torch_archive.h"
 
-#include <ATen/ops/empty.h>
 #include <fmt/format.h>
 
 #include <cstring>
 
 #include "container/pickle.h"
 #include "container/zip_reader.h"
+#include "empty_for_filling.h"
 #include "tth/error.h"
 #include "tth/snapshot_file.h"
 
@@ -51,8 +51,9 @@ using container::StorageType;
 // member holds exactly numel * element size bytes; the sink still refuses more.
 at::Tensor read_storage(const container::ZipReader& reader,
                         const container::TorchArchiveLayout::Storage& storage) {
-  at::Tensor buffer = at::empty({static_cast<int64_t>(storage.numel)},
-                                at::TensorOptions().dtype(scalar_type(storage.type)));
+  at::Tensor buffer =
+      empty_for_filling({static_cast<int64_t>(storage.numel)}, scalar_type(storage.type),
+                        storage.entry->uncompressed_size);
   auto* out = static_cast<uint8_t*>(buffer.data_ptr());
   const uint64_t size = storage.entry->uncompressed_size;
   uint64_t filled = 0;

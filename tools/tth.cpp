@@ -57,7 +57,7 @@ int inspect(const std::string& path) {
     const bool shaped = entry.dtype != "text" && entry.dtype != "None";
     fmt::print("{:<60} {:<8} {:<16} {:>12}\n", entry.key, entry.dtype,
                shaped ? fmt::format("({})", fmt::join(entry.shape, ", ")) : "", entry.bytes);
-    total += entry.bytes;
+    if (__builtin_add_overflow(total, entry.bytes, &total)) total = UINT64_MAX;  // saturated
     ++count;
   }
   fmt::print("total: {} bytes in {} entries\n", total, count);
@@ -143,6 +143,9 @@ int main(int argc, char** argv) {
       return convert(args[1], args[2], args[4]);
     }
   } catch (const tth::Error& error) {
+    std::cerr << "tth: " << error.what() << '\n';
+    return kFailed;
+  } catch (const std::exception& error) {  // LibTorch's, the file system's, memory
     std::cerr << "tth: " << error.what() << '\n';
     return kFailed;
   }

@@ -50,9 +50,11 @@
 // times (even inside itself), the values reached while flattening (kMaxValues, counted before
 // a container's children are listed), the key lengths (kMaxKeyBytes, and kMaxTotalKeyBytes
 // in all), the texts (kMaxPickleBytes in all), the tensors' dimensions (kMaxValues in all) and
-// the leaves (kMaxEntries) of the result. So memory stays a small multiple of the pickle's
-// size plus those bounds. The reader keeps every value in one flat table and never recurses,
-// so no input depth can exhaust the stack.
+// the leaves (kMaxEntries) of the result. So memory is bounded by those constants (about 1.5 GB
+// at the very worst, whatever the file; a real state dict needs a few times its pickle's size).
+// The MARK limit caps a TorchScript module's nesting near 28 levels (real models nest 6 to 10). The
+// reader keeps every value in one flat table and never recurses, so no input depth can exhaust the
+// stack.
 //
 // Thread safety: the functions are reentrant; they share no state.
 #pragma once
